@@ -21,7 +21,6 @@ use crate::queue::{Outbound, OutboundQueue};
 use crate::rule::{Rule, RuleSet};
 use crate::settings::{CommonSettings, Format, SettingError};
 use crate::telemetry::{BridgeMetrics, LatencyHistogram};
-use crate::topic::TopicFilter;
 
 /// A boxed, sendable future (what trait objects can return).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -74,6 +73,11 @@ pub trait BridgeType: Send + Sync {
         settings: serde_json::Value,
     ) -> Result<Box<dyn Bridge>, SettingError>;
 
+    /// Whether the bridge serves many independent clients (`mqtt-server`,
+    /// `websocket-server`). Messages from one client may then go back out through the same
+    /// bridge to the others, as in any broker; other bridges never get their own back.
+    fn is_server(&self) -> bool;
+
     /// The subscription the remote side is asked for by an `in` rule, for `check`;
     /// `None` where clients subscribe themselves (server bridges).
     fn remote_subscription(&self, rule: &Rule) -> Option<String>;
@@ -109,8 +113,9 @@ pub trait Router: Send + Sync {
     /// taken it (waiting while a QoS 1 destination is full).
     fn route(&self, origin: BridgeId, message: Message, ack: Option<Ack>) -> BoxFuture<'_, ()>;
 
-    /// Retained messages that a new subscriber of bridge `bridge` with `filter` should get.
-    fn retained(&self, bridge: BridgeId, filter: &TopicFilter) -> Vec<Arc<Message>>;
+    /// The retained messages bridge `bridge` may send out, each with the index of the `out`
+    /// rule that passes it (for the remote name).
+    fn retained(&self, bridge: BridgeId) -> Vec<(Arc<Message>, usize)>;
 }
 
 /// Everything a running bridge needs from the hub.
@@ -138,14 +143,15 @@ pub struct BridgeContext {
 
 impl BridgeContext {
     /// Hands a message from the remote side to the hub (counted as received).
-    pub async fn publish(&self, message: Message, ack: Option<Ack>) {
+    pub async fn publish(&self, mut message: Message, ack: Option<Ack>) {
         self.metrics.received(1);
+        message.origin = self.id;
         self.router.route(self.id, message, ack).await;
     }
 
-    /// Retained messages for a new subscriber of this bridge.
-    pub fn retained(&self, filter: &TopicFilter) -> Vec<Arc<Message>> {
-        self.router.retained(self.id, filter)
+    /// The retained messages this bridge may send out, with the `out` rule passing each.
+    pub fn retained(&self) -> Vec<(Arc<Message>, usize)> {
+        self.router.retained(self.id)
     }
 
     /// An outbound entry reached the remote side: counts it, records its latency and

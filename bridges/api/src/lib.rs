@@ -10,6 +10,7 @@
 //! - [`ack`]: acknowledgement fan-in from destinations back to a source.
 //! - [`queue`]: the bounded outbound queue of a destination bridge.
 //! - [`envelope`]: the JSON envelope.
+//! - [`server`]: what server bridges share: client subscriptions, queues and fan-out.
 //! - [`settings`]: settings every bridge shares, and the configuration's value types.
 //! - [`telemetry`]: per-bridge counters and the latency histogram.
 //! - [`bridge`]: the `Bridge` trait, its factory and its context.
@@ -21,6 +22,7 @@ pub mod message;
 pub mod names;
 pub mod queue;
 pub mod rule;
+pub mod server;
 pub mod settings;
 pub mod subscription;
 pub mod telemetry;

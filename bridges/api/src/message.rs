@@ -73,6 +73,11 @@ pub struct Message {
     pub timestamp_ms: u64,
     /// How many hubs the message crossed before this one.
     pub hops: u8,
+    /// The bridge it entered the hub through (set by the hub).
+    pub origin: usize,
+    /// Which connection of a server bridge published it (0 when not from a client), so
+    /// that bridge can honour MQTT v5 no-local.
+    pub sender: u64,
 }
 
 impl Message {
@@ -87,6 +92,8 @@ impl Message {
             id: None,
             timestamp_ms: now_ms(),
             hops: 0,
+            origin: 0,
+            sender: 0,
         }
     }
 
