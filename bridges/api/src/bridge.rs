@@ -90,6 +90,8 @@ pub struct BridgeSpec {
     pub name: String,
     /// The shared settings.
     pub common: CommonSettings,
+    /// The payload format in force: the configured one, or the type's default.
+    pub format: Format,
     /// The compiled rules.
     pub rules: Arc<RuleSet>,
 }

@@ -120,11 +120,10 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 /// How payloads are written on a bridge's remote side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// The payload as is; metadata in protocol headers where the protocol has them.
-    #[default]
     Raw,
     /// The JSON envelope of [`crate::envelope`].
     Json,
@@ -266,9 +265,9 @@ pub struct CommonSettings {
     /// Bridge type (`mqtt-server`, `websocket-server`, ...).
     #[serde(rename = "type")]
     pub kind: String,
-    /// Payload format on the remote side.
+    /// Payload format on the remote side; absent means the bridge type's default.
     #[serde(default)]
-    pub format: Format,
+    pub format: Option<Format>,
     /// Whether `/readyz` waits for this bridge to be up.
     #[serde(default = "yes")]
     pub required: bool,
