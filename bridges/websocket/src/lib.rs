@@ -1,1 +1,190 @@
-//! placeholder
+//! switchyard's WebSocket adapter: the `websocket-server` bridge, a JSON firehose that
+//! browsers and scripts subscribe to (and, where `in` rules allow, publish through).
+//!
+//! Clients speak JSON in text frames: they subscribe with `?subscribe=FILTER` on the URL
+//! or `{"op":"subscribe","filter":"a/#"}`, receive each message as the JSON envelope of
+//! `switchyard_api::envelope`, and publish with `{"op":"publish","topic":...}`.
+//!
+//! # Layout
+//! - [`config`]: the bridge's settings and their defaults.
+//! - `listener`: the accept loop, admission (`max_connections`) and refusals.
+//! - `handshake`: the HTTP upgrade: path, query-string subscriptions, buffer sizes.
+//! - `connection`: one client's task: reading, writing, pings, closing.
+//! - `control`: the client's requests and the server's replies.
+//! - `ingress`: client publishes into the hub (client → hub).
+//! - `egress`: queued messages out to the client (hub → client).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod connection;
+mod control;
+mod egress;
+mod handshake;
+mod ingress;
+mod listener;
+
+use std::sync::Arc;
+
+use switchyard_api::server::ClientRegistry;
+use switchyard_api::{
+    BoxFuture, Bridge, BridgeContext, BridgeError, BridgeSpec, BridgeType, Format, Naming, Rule,
+    SettingError,
+};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerSettings;
+use crate::connection::Served;
+
+/// The `websocket-server` bridge type, for the hub's registry of bridge types.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebSocketServerType;
+
+impl BridgeType for WebSocketServerType {
+    fn type_name(&self) -> &'static str {
+        "websocket-server"
+    }
+
+    fn naming(&self) -> Naming {
+        Naming::MQTT
+    }
+
+    fn formats(&self) -> &'static [Format] {
+        &[Format::Json]
+    }
+
+    fn build(
+        &self,
+        spec: &BridgeSpec,
+        settings: serde_json::Value,
+    ) -> Result<Box<dyn Bridge>, SettingError> {
+        let settings = ServerSettings::parse(settings)?;
+        Ok(Box::new(WebSocketServer {
+            name: spec.name.clone(),
+            settings: Arc::new(settings),
+            listener: None,
+        }))
+    }
+
+    fn is_server(&self) -> bool {
+        true
+    }
+
+    fn remote_subscription(&self, _rule: &Rule) -> Option<String> {
+        None
+    }
+}
+
+/// One configured `websocket-server` bridge.
+struct WebSocketServer {
+    /// The bridge's name, for the configuration key in errors.
+    name: String,
+    /// Its settings.
+    settings: Arc<ServerSettings>,
+    /// The socket claimed by `open`, kept across restarts of `run`.
+    listener: Option<TcpListener>,
+}
+
+impl WebSocketServer {
+    async fn bind(&self) -> Result<TcpListener, BridgeError> {
+        TcpListener::bind(&self.settings.listen)
+            .await
+            .map_err(|source| BridgeError::Listen {
+                address: self.settings.listen.clone(),
+                key: format!("bridges.{}.listen", self.name),
+                source,
+            })
+    }
+}
+
+impl Bridge for WebSocketServer {
+    fn open(&mut self) -> BoxFuture<'_, Result<(), BridgeError>> {
+        Box::pin(async move {
+            let listener = self.bind().await?;
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(bridge = %self.name, "Accepting WebSocket clients on ws://{address}{}.", self.settings.path);
+            }
+            self.listener = Some(listener);
+            Ok(())
+        })
+    }
+
+    fn run(self: Arc<Self>, ctx: BridgeContext) -> BoxFuture<'static, Result<(), BridgeError>> {
+        Box::pin(async move {
+            let bound;
+            let listener = match &self.listener {
+                Some(listener) => listener,
+                None => {
+                    bound = self.bind().await?;
+                    &bound
+                }
+            };
+            let served = Arc::new(Served {
+                registry: ClientRegistry::new(
+                    self.settings.send_queue,
+                    self.settings.slow_client,
+                    Arc::clone(&ctx.metrics),
+                ),
+                settings: Arc::clone(&self.settings),
+                ctx: ctx.clone(),
+            });
+            ctx.metrics.set_up(true);
+            let tracker = TaskTracker::new();
+            tokio::join!(
+                listener::accept_loop(listener, Arc::clone(&served), &tracker),
+                served.registry.run_fan_out(&ctx),
+            );
+            // Shutdown: connection tasks send their Close frames and end.
+            tracker.close();
+            tracker.wait().await;
+            ctx.metrics.set_up(false);
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_api::settings::parse_settings;
+    use switchyard_api::RuleSet;
+
+    fn spec() -> BridgeSpec {
+        BridgeSpec {
+            name: "feed".into(),
+            common: parse_settings(serde_json::json!({"type": "websocket-server"}))
+                .expect("common settings"),
+            format: Format::Json,
+            rules: Arc::new(RuleSet::default()),
+        }
+    }
+
+    #[test]
+    fn the_type_describes_a_json_server() {
+        let kind = WebSocketServerType;
+        assert_eq!(kind.type_name(), "websocket-server");
+        assert_eq!(kind.naming(), Naming::MQTT);
+        assert_eq!(kind.formats(), &[Format::Json]);
+        assert!(kind.is_server());
+        assert!(kind.build(&spec(), serde_json::json!({})).is_ok());
+        let error = kind
+            .build(&spec(), serde_json::json!({"max_connections": -1}))
+            .err()
+            .expect("refused");
+        assert_eq!(error.path, "max_connections");
+    }
+
+    #[tokio::test]
+    async fn a_taken_address_names_the_key_to_change() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = taken.local_addr().expect("address").to_string();
+        let mut bridge = WebSocketServerType
+            .build(&spec(), serde_json::json!({ "listen": address }))
+            .expect("valid");
+        match bridge.open().await {
+            Err(BridgeError::Listen { key, .. }) => assert_eq!(key, "bridges.feed.listen"),
+            other => panic!("expected a listen error, found {other:?}"),
+        }
+    }
+}
