@@ -105,6 +105,34 @@ impl Message {
             .map(|(_, value)| value.as_str())
     }
 
+    /// Moves a hop count carried in the [`HOPS_HEADER`] header into `hops` (an unreadable
+    /// count is taken as 0) and removes the header.
+    pub fn take_hops_header(&mut self) {
+        if let Some(index) = self.headers.iter().position(|(key, _)| key == HOPS_HEADER) {
+            let (_, value) = self.headers.remove(index);
+            self.hops = value.trim().parse().unwrap_or(0);
+        }
+    }
+
+    /// The headers to send out through hub `hub`: the message's own, the origin (kept
+    /// from the first hub, else `hub`) and one more hop, so the next hub can guard
+    /// against loops.
+    pub fn outgoing_headers(&self, hub: &str) -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(key, _)| key != HOPS_HEADER && key != ORIGIN_HEADER)
+            .cloned()
+            .collect();
+        let origin = self.header(ORIGIN_HEADER).unwrap_or(hub).to_owned();
+        headers.push((ORIGIN_HEADER.to_owned(), origin));
+        headers.push((
+            HOPS_HEADER.to_owned(),
+            self.hops.saturating_add(1).to_string(),
+        ));
+        headers
+    }
+
     /// Bytes the message holds, as counted against queue limits.
     pub fn size(&self) -> usize {
         self.payload.len()
@@ -115,6 +143,14 @@ impl Message {
                 .map(|(key, value)| key.len() + value.len())
                 .sum::<usize>()
     }
+}
+
+/// Whether `headers` say a message was first published through hub `hub`: it has come
+/// back around a loop.
+pub fn originated_at(headers: &[(String, String)], hub: &str) -> bool {
+    headers
+        .iter()
+        .any(|(key, value)| key == ORIGIN_HEADER && value == hub)
 }
 
 /// Milliseconds since the Unix epoch, now.

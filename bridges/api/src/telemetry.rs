@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::message::now_ms;
 
 /// Why a message was dropped; the `reason` label of `switchyard_messages_dropped_total`.
@@ -84,6 +86,8 @@ pub struct BridgeMetrics {
     /// Milliseconds since the epoch of the last log line per reason.
     last_drop_log_ms: [AtomicU64; DropReason::ALL.len()],
     up: AtomicBool,
+    /// Tells watchers (the hub's `$SYS` state topics) when `up` changes.
+    up_changes: watch::Sender<bool>,
     reconnects: AtomicU64,
     connections: AtomicU64,
     status: Mutex<BridgeStatus>,
@@ -118,6 +122,7 @@ impl BridgeMetrics {
             dropped: Default::default(),
             last_drop_log_ms: Default::default(),
             up: AtomicBool::new(false),
+            up_changes: watch::Sender::new(false),
             reconnects: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             status: Mutex::new(BridgeStatus {
@@ -168,12 +173,18 @@ impl BridgeMetrics {
     pub fn set_up(&self, up: bool) {
         if self.up.swap(up, Ordering::AcqRel) != up {
             self.lock_status().since_ms = now_ms();
+            self.up_changes.send_replace(up);
             if up {
                 tracing::info!(bridge = %self.bridge, "Bridge is up.");
             } else {
                 tracing::warn!(bridge = %self.bridge, "Bridge is down.");
             }
         }
+    }
+
+    /// A receiver that sees every change of the bridge's up state.
+    pub fn watch_up(&self) -> watch::Receiver<bool> {
+        self.up_changes.subscribe()
     }
 
     /// Whether the bridge is up.

@@ -1,0 +1,520 @@
+//! MQTT 3.1.1 and MQTT 5 on the wire, through rumqttc's packet codecs, behind one small
+//! vocabulary ([`Incoming`] and the `encode_*` methods) so the session is written once.
+//!
+//! A connection's protocol is chosen by peeking at the protocol level byte of its CONNECT
+//! packet ([`peek_protocol_level`]): 4 is MQTT 3.1.1, 5 is MQTT 5.
+
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4;
+use rumqttc::mqttbytes::{Error as V4Error, QoS as V4QoS};
+use rumqttc::v5::mqttbytes::v5;
+use rumqttc::v5::mqttbytes::{Error as V5Error, QoS as V5QoS};
+use thiserror::Error;
+
+use crate::incoming::{from_v4, from_v5, Incoming};
+
+/// How many topic aliases a MQTT 5 client may define (announced in CONNACK).
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 32;
+
+/// Why bytes from a client could not be turned into a packet, or a packet into bytes.
+#[derive(Debug, Error)]
+pub enum CodecError {
+    /// The packet is larger than the server accepts (or than the client accepts).
+    #[error("a packet of {0} bytes is larger than allowed")]
+    TooLarge(usize),
+    /// The bytes break the protocol.
+    #[error("malformed packet: {0}")]
+    Malformed(String),
+}
+
+/// The MQTT version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 3.1.1 (protocol level 4).
+    V4,
+    /// MQTT 5 (protocol level 5).
+    V5,
+}
+
+/// Finds the protocol level of the CONNECT packet at the start of `buffer` (MQTT 3.1.1
+/// and MQTT 5, section 3.1.2: protocol name, then the level byte). `Ok(None)`: more
+/// bytes are needed.
+pub fn peek_protocol_level(buffer: &[u8]) -> Result<Option<u8>, CodecError> {
+    let Some(&first) = buffer.first() else {
+        return Ok(None);
+    };
+    if first >> 4 != 1 {
+        return Err(CodecError::Malformed(
+            "the first packet must be CONNECT".to_owned(),
+        ));
+    }
+    let mut remaining: usize = 0;
+    let mut offset = 1;
+    loop {
+        let Some(&byte) = buffer.get(offset) else {
+            return Ok(None);
+        };
+        remaining |= usize::from(byte & 0x7F) << (7 * (offset - 1));
+        offset += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if offset > 4 {
+            return Err(CodecError::Malformed("bad remaining length".to_owned()));
+        }
+    }
+    let (Some(&high), Some(&low)) = (buffer.get(offset), buffer.get(offset + 1)) else {
+        return Ok(None);
+    };
+    let name_length = usize::from(u16::from_be_bytes([high, low]));
+    if remaining < 2 + name_length + 1 {
+        return Err(CodecError::Malformed("CONNECT is too short".to_owned()));
+    }
+    Ok(buffer.get(offset + 2 + name_length).copied())
+}
+
+/// A CONNACK refusing protocol level `level` (MQTT 3.1.1 section 3.2.2.3: return code 1,
+/// "unacceptable protocol version"), in the 3.1.1 layout every version can read.
+pub fn unsupported_version_connack(buffer: &mut BytesMut) {
+    buffer.extend_from_slice(&[0x20, 0x02, 0x00, 0x01]);
+}
+
+fn v4_error(error: V4Error, max: usize) -> CodecError {
+    match error {
+        V4Error::PayloadSizeLimitExceeded(size) => CodecError::TooLarge(size),
+        V4Error::OutgoingPacketTooLarge { pkt_size, .. } => CodecError::TooLarge(pkt_size),
+        V4Error::PayloadTooLong => CodecError::TooLarge(max),
+        other => CodecError::Malformed(other.to_string()),
+    }
+}
+
+fn v5_error(error: V5Error) -> CodecError {
+    match error {
+        V5Error::PayloadSizeLimitExceeded { pkt_size, .. } => CodecError::TooLarge(pkt_size),
+        V5Error::OutgoingPacketTooLarge { pkt_size, .. } => CodecError::TooLarge(pkt_size as usize),
+        other => CodecError::Malformed(other.to_string()),
+    }
+}
+
+fn v4_qos(qos: u8) -> V4QoS {
+    if qos == 0 {
+        V4QoS::AtMostOnce
+    } else {
+        V4QoS::AtLeastOnce
+    }
+}
+
+fn v5_qos(qos: u8) -> V5QoS {
+    if qos == 0 {
+        V5QoS::AtMostOnce
+    } else {
+        V5QoS::AtLeastOnce
+    }
+}
+
+/// Whether more bytes are needed before a packet can be framed.
+fn v4_incomplete(error: &V4Error) -> bool {
+    matches!(error, V4Error::InsufficientBytes(_))
+}
+
+fn v5_incomplete(error: &V5Error) -> bool {
+    matches!(error, V5Error::InsufficientBytes(_))
+}
+
+impl Protocol {
+    /// The protocol of a CONNECT's level byte, if served.
+    pub fn from_level(level: u8) -> Option<Protocol> {
+        match level {
+            4 => Some(Protocol::V4),
+            5 => Some(Protocol::V5),
+            _ => None,
+        }
+    }
+
+    /// Takes the next whole packet off the front of `buffer`; `Ok(None)` when more bytes
+    /// are needed. `max_packet` bounds the remaining length.
+    pub fn decode(
+        self,
+        buffer: &mut BytesMut,
+        max_packet: usize,
+    ) -> Result<Option<Incoming>, CodecError> {
+        match self {
+            Protocol::V4 => match v4::Packet::read(buffer, max_packet) {
+                Ok(packet) => from_v4(packet).map(Some),
+                Err(error) if v4_incomplete(&error) => Ok(None),
+                Err(error) => Err(v4_error(error, max_packet)),
+            },
+            Protocol::V5 => {
+                // rumqttc refuses a DISCONNECT without reason code (remaining length 0),
+                // which MQTT 5 section 3.14.2.1 allows and means "normal disconnection".
+                if buffer.starts_with(&[0xE0, 0x00]) {
+                    let _ = buffer.split_to(2);
+                    return Ok(Some(Incoming::Disconnect {
+                        publish_will: false,
+                    }));
+                }
+                let max = u32::try_from(max_packet).unwrap_or(u32::MAX);
+                match v5::Packet::read(buffer, Some(max)) {
+                    Ok(packet) => from_v5(packet).map(Some),
+                    Err(error) if v5_incomplete(&error) => Ok(None),
+                    Err(error) => Err(v5_error(error)),
+                }
+            }
+        }
+    }
+
+    /// CONNACK accepting the connection. MQTT 5 also hears the client identifier the
+    /// server assigned and the server's limits.
+    pub fn encode_connack_accepted(
+        self,
+        buffer: &mut BytesMut,
+        assigned_client_id: Option<String>,
+        receive_maximum: u16,
+        maximum_packet_size: usize,
+    ) -> Result<(), CodecError> {
+        match self {
+            Protocol::V4 => {
+                let connack = v4::ConnAck::new(v4::ConnectReturnCode::Success, false);
+                v4_write(&v4::Packet::ConnAck(connack), buffer)
+            }
+            Protocol::V5 => {
+                let properties = v5::ConnAckProperties {
+                    // Sessions are not kept after the connection ends.
+                    session_expiry_interval: Some(0),
+                    receive_max: Some(receive_maximum),
+                    // QoS 2 from clients is accepted, but handled as QoS 1.
+                    max_qos: Some(1),
+                    retain_available: Some(1),
+                    max_packet_size: Some(u32::try_from(maximum_packet_size).unwrap_or(u32::MAX)),
+                    assigned_client_identifier: assigned_client_id,
+                    topic_alias_max: Some(TOPIC_ALIAS_MAXIMUM),
+                    reason_string: None,
+                    user_properties: Vec::new(),
+                    wildcard_subscription_available: Some(1),
+                    subscription_identifiers_available: Some(0),
+                    shared_subscription_available: Some(0),
+                    server_keep_alive: None,
+                    response_information: None,
+                    server_reference: None,
+                    authentication_method: None,
+                    authentication_data: None,
+                };
+                let connack = v5::ConnAck {
+                    session_present: false,
+                    code: v5::ConnectReturnCode::Success,
+                    properties: Some(properties),
+                };
+                v5_write(&v5::Packet::ConnAck(connack), buffer, None)
+            }
+        }
+    }
+
+    /// CONNACK refusing a client because the server has too many (3.1.1: "server
+    /// unavailable"; 5: "quota exceeded").
+    pub fn encode_connack_full(self, buffer: &mut BytesMut) -> Result<(), CodecError> {
+        match self {
+            Protocol::V4 => {
+                let connack = v4::ConnAck::new(v4::ConnectReturnCode::ServiceUnavailable, false);
+                v4_write(&v4::Packet::ConnAck(connack), buffer)
+            }
+            Protocol::V5 => {
+                let connack = v5::ConnAck {
+                    session_present: false,
+                    code: v5::ConnectReturnCode::QuotaExceeded,
+                    properties: None,
+                };
+                v5_write(&v5::Packet::ConnAck(connack), buffer, None)
+            }
+        }
+    }
+
+    /// PUBLISH to the client. MQTT 5 clients get `properties` as user properties; MQTT
+    /// 3.1.1 clients get no properties at all. `max_packet` is the client's own limit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_publish(
+        self,
+        buffer: &mut BytesMut,
+        topic: &str,
+        payload: &Bytes,
+        qos: u8,
+        pkid: u16,
+        retain: bool,
+        properties: Vec<(String, String)>,
+        max_packet: Option<u32>,
+    ) -> Result<(), CodecError> {
+        match self {
+            Protocol::V4 => {
+                let publish = v4::Publish {
+                    dup: false,
+                    qos: v4_qos(qos),
+                    retain,
+                    topic: topic.to_owned(),
+                    pkid,
+                    payload: payload.clone(),
+                };
+                v4_write(&v4::Packet::Publish(publish), buffer)
+            }
+            Protocol::V5 => {
+                let properties = (!properties.is_empty()).then(|| v5::PublishProperties {
+                    user_properties: properties,
+                    ..Default::default()
+                });
+                let publish = v5::Publish {
+                    dup: false,
+                    qos: v5_qos(qos),
+                    retain,
+                    topic: Bytes::copy_from_slice(topic.as_bytes()),
+                    pkid,
+                    payload: payload.clone(),
+                    properties,
+                };
+                v5_write(&v5::Packet::Publish(publish), buffer, max_packet)
+            }
+        }
+    }
+
+    /// PUBACK; `denied` (MQTT 5 only) says "not authorized" (0x87).
+    pub fn encode_puback(
+        self,
+        buffer: &mut BytesMut,
+        pkid: u16,
+        denied: bool,
+    ) -> Result<(), CodecError> {
+        match self {
+            Protocol::V4 => v4_write(&v4::Packet::PubAck(v4::PubAck::new(pkid)), buffer),
+            Protocol::V5 => {
+                let mut puback = v5::PubAck::new(pkid, None);
+                if denied {
+                    puback.reason = v5::PubAckReason::NotAuthorized;
+                }
+                v5_write(&v5::Packet::PubAck(puback), buffer, None)
+            }
+        }
+    }
+
+    /// PUBREC (first answer to a QoS 2 PUBLISH); `denied` as for PUBACK.
+    pub fn encode_pubrec(
+        self,
+        buffer: &mut BytesMut,
+        pkid: u16,
+        denied: bool,
+    ) -> Result<(), CodecError> {
+        match self {
+            Protocol::V4 => v4_write(&v4::Packet::PubRec(v4::PubRec::new(pkid)), buffer),
+            Protocol::V5 => {
+                let mut pubrec = v5::PubRec::new(pkid, None);
+                if denied {
+                    pubrec.reason = v5::PubRecReason::NotAuthorized;
+                }
+                v5_write(&v5::Packet::PubRec(pubrec), buffer, None)
+            }
+        }
+    }
+
+    /// PUBCOMP (answer to PUBREL).
+    pub fn encode_pubcomp(self, buffer: &mut BytesMut, pkid: u16) -> Result<(), CodecError> {
+        match self {
+            Protocol::V4 => v4_write(&v4::Packet::PubComp(v4::PubComp::new(pkid)), buffer),
+            Protocol::V5 => {
+                let pubcomp = v5::PubComp::new(pkid, None);
+                v5_write(&v5::Packet::PubComp(pubcomp), buffer, None)
+            }
+        }
+    }
+
+    /// SUBACK: per filter the granted QoS, or `None` for a refused filter.
+    pub fn encode_suback(
+        self,
+        buffer: &mut BytesMut,
+        pkid: u16,
+        granted: &[Option<u8>],
+    ) -> Result<(), CodecError> {
+        match self {
+            Protocol::V4 => {
+                let codes = granted
+                    .iter()
+                    .map(|qos| match qos {
+                        Some(qos) => v4::SubscribeReasonCode::Success(v4_qos(*qos)),
+                        None => v4::SubscribeReasonCode::Failure,
+                    })
+                    .collect();
+                v4_write(&v4::Packet::SubAck(v4::SubAck::new(pkid, codes)), buffer)
+            }
+            Protocol::V5 => {
+                let return_codes = granted
+                    .iter()
+                    .map(|qos| match qos {
+                        Some(qos) => v5::SubscribeReasonCode::Success(v5_qos(*qos)),
+                        None => v5::SubscribeReasonCode::TopicFilterInvalid,
+                    })
+                    .collect();
+                let suback = v5::SubAck {
+                    pkid,
+                    return_codes,
+                    properties: None,
+                };
+                v5_write(&v5::Packet::SubAck(suback), buffer, None)
+            }
+        }
+    }
+
+    /// UNSUBACK for `count` filters.
+    pub fn encode_unsuback(
+        self,
+        buffer: &mut BytesMut,
+        pkid: u16,
+        count: usize,
+    ) -> Result<(), CodecError> {
+        match self {
+            Protocol::V4 => v4_write(&v4::Packet::UnsubAck(v4::UnsubAck::new(pkid)), buffer),
+            Protocol::V5 => {
+                let unsuback = v5::UnsubAck {
+                    pkid,
+                    reasons: vec![v5::UnsubAckReason::Success; count],
+                    properties: None,
+                };
+                v5_write(&v5::Packet::UnsubAck(unsuback), buffer, None)
+            }
+        }
+    }
+
+    /// PINGRESP.
+    pub fn encode_pingresp(self, buffer: &mut BytesMut) -> Result<(), CodecError> {
+        match self {
+            Protocol::V4 => v4_write(&v4::Packet::PingResp, buffer),
+            Protocol::V5 => v5_write(&v5::Packet::PingResp(v5::PingResp), buffer, None),
+        }
+    }
+
+    /// MQTT 5 DISCONNECT with `reason` before the server closes; nothing for 3.1.1, which
+    /// has no server-sent DISCONNECT.
+    pub fn encode_disconnect(
+        self,
+        buffer: &mut BytesMut,
+        reason: v5::DisconnectReasonCode,
+    ) -> Result<(), CodecError> {
+        match self {
+            Protocol::V4 => Ok(()),
+            Protocol::V5 => {
+                let disconnect = v5::Disconnect::new(reason);
+                v5_write(&v5::Packet::Disconnect(disconnect), buffer, None)
+            }
+        }
+    }
+}
+
+fn v4_write(packet: &v4::Packet, buffer: &mut BytesMut) -> Result<(), CodecError> {
+    packet
+        .write(buffer, usize::MAX)
+        .map(drop)
+        .map_err(|error| v4_error(error, usize::MAX))
+}
+
+fn v5_write(
+    packet: &v5::Packet,
+    buffer: &mut BytesMut,
+    max_packet: Option<u32>,
+) -> Result<(), CodecError> {
+    packet.write(buffer, max_packet).map(drop).map_err(v5_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect_bytes(level: u8) -> Vec<u8> {
+        // CONNECT, remaining length 13: name "MQTT", level, flags, keepalive, client id "a".
+        vec![
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 60, 0, 1, b'a',
+        ]
+    }
+
+    #[test]
+    fn the_protocol_level_is_found_in_partial_input() {
+        let bytes = connect_bytes(5);
+        for cut in 0..9 {
+            assert_eq!(
+                peek_protocol_level(&bytes[..cut]).unwrap(),
+                None,
+                "cut {cut}"
+            );
+        }
+        assert_eq!(peek_protocol_level(&bytes[..9]).unwrap(), Some(5));
+        assert_eq!(peek_protocol_level(&connect_bytes(4)).unwrap(), Some(4));
+        assert_eq!(peek_protocol_level(&connect_bytes(3)).unwrap(), Some(3));
+        assert!(peek_protocol_level(&[0x30, 0x00]).is_err(), "not CONNECT");
+        assert!(
+            peek_protocol_level(&[0x10, 0x02, 0, 4]).is_err(),
+            "too short"
+        );
+        assert!(peek_protocol_level(&[0x10, 0xFF, 0xFF, 0xFF, 0xFF]).is_err());
+    }
+
+    #[test]
+    fn both_versions_decode_connect_and_a_split_packet_waits() {
+        for (level, protocol) in [(4, Protocol::V4), (5, Protocol::V5)] {
+            let mut bytes = connect_bytes(level);
+            if level == 5 {
+                // MQTT 5 has a property length after the keepalive.
+                bytes.insert(12, 0);
+                bytes[1] += 1;
+            }
+            let mut buffer = BytesMut::from(&bytes[..5]);
+            assert!(protocol.decode(&mut buffer, 1024).unwrap().is_none());
+            buffer.extend_from_slice(&bytes[5..]);
+            let Some(Incoming::Connect(connect)) = protocol.decode(&mut buffer, 1024).unwrap()
+            else {
+                panic!("CONNECT expected");
+            };
+            assert_eq!(connect.client_id, "a");
+            assert_eq!(connect.keep_alive, 60);
+            assert!(buffer.is_empty());
+        }
+    }
+
+    #[test]
+    fn oversized_and_malformed_packets_are_told_apart() {
+        let mut buffer = BytesMut::from(&[0x30, 0xFF, 0x7F][..]);
+        assert!(matches!(
+            Protocol::V4.decode(&mut buffer, 100),
+            Err(CodecError::TooLarge(_))
+        ));
+        let mut buffer = BytesMut::from(&[0xF0, 0x00][..]);
+        assert!(matches!(
+            Protocol::V5.decode(&mut buffer, 100),
+            Err(CodecError::Malformed(_))
+        ));
+        let mut buffer = BytesMut::from(&[0xE0, 0x00][..]);
+        assert!(matches!(
+            Protocol::V5.decode(&mut buffer, 100),
+            Ok(Some(Incoming::Disconnect {
+                publish_will: false
+            }))
+        ));
+    }
+
+    #[test]
+    fn v4_publishes_carry_no_properties() {
+        let mut buffer = BytesMut::new();
+        let properties = vec![("k".to_owned(), "v".to_owned())];
+        Protocol::V4
+            .encode_publish(
+                &mut buffer,
+                "é/x",
+                &Bytes::from_static(b"p"),
+                1,
+                7,
+                true,
+                properties,
+                None,
+            )
+            .unwrap();
+        let Some(Incoming::Publish(publish)) = Protocol::V4.decode(&mut buffer, 1024).unwrap()
+        else {
+            panic!("PUBLISH expected");
+        };
+        assert_eq!(publish.topic, "é/x");
+        assert_eq!((publish.qos, publish.pkid, publish.retain), (1, 7, true));
+        assert!(publish.user_properties.is_empty());
+    }
+}

@@ -1,0 +1,247 @@
+//! Client PUBLISH (and will messages) into the hub: topic checks, the bridge's `in` rules,
+//! and the acknowledgements that wait for the hub's destinations without holding up the
+//! connection's read loop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
+use switchyard_api::message::originated_at;
+use switchyard_api::server::ConnectionId;
+use switchyard_api::topic::validate_topic_name;
+use switchyard_api::{
+    Ack, AckOutcome, AckReceiver, BridgeContext, DropReason, Message, QoS, Topic,
+};
+
+use crate::alias::{AliasError, TopicAliases};
+use crate::incoming::{Publish, Will};
+
+/// A PUBLISH that breaks the protocol; the connection is closed.
+#[derive(Debug)]
+pub struct Violation {
+    /// MQTT 5 DISCONNECT reason sent before closing.
+    pub reason: DisconnectReasonCode,
+    /// What was wrong, for the log.
+    pub detail: String,
+}
+
+/// The answer a client's QoS 1 or 2 PUBLISH is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// The PUBLISH's packet identifier.
+    pub pkid: u16,
+    /// QoS 2: answer with PUBREC instead of PUBACK.
+    pub exactly_once: bool,
+    /// No `in` rule took the topic (MQTT 5 answers "not authorized").
+    pub denied: bool,
+    /// Every destination has the message; false: leave it unacknowledged.
+    pub delivered: bool,
+}
+
+/// One acknowledgement in waiting.
+struct PendingAck {
+    settled: Settled,
+    /// Resolves when the hub's destinations are done; `None` when already settled.
+    receiver: Option<AckReceiver>,
+}
+
+impl Future for PendingAck {
+    type Output = Settled;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Settled> {
+        let mut settled = self.settled;
+        if let Some(receiver) = self.receiver.as_mut() {
+            match Pin::new(receiver).poll(cx) {
+                Poll::Ready(outcome) => settled.delivered = outcome == AckOutcome::Delivered,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(settled)
+    }
+}
+
+/// The ingress side of one connection.
+pub struct Ingress {
+    /// The connection, recorded as each message's sender (for MQTT 5 no-local).
+    connection: ConnectionId,
+    /// Largest payload accepted.
+    max_payload: usize,
+    /// MQTT 5 topic aliases the client defined.
+    aliases: TopicAliases,
+    /// Acknowledgements in PUBLISH order (MQTT 3.1.1 section 4.6: PUBACKs go out in the
+    /// order the PUBLISH packets came in).
+    pending: FuturesOrdered<PendingAck>,
+}
+
+impl Ingress {
+    /// The ingress side of connection `connection`.
+    pub fn new(connection: ConnectionId, max_payload: usize) -> Self {
+        Self {
+            connection,
+            max_payload,
+            aliases: TopicAliases::default(),
+            pending: FuturesOrdered::new(),
+        }
+    }
+
+    /// Acknowledgements still waiting.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The next acknowledgement to send, in order; never resolves while none is waiting.
+    pub async fn next_settled(&mut self) -> Settled {
+        match self.pending.next().await {
+            Some(settled) => settled,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Hands a client's PUBLISH to the hub. Waits while the hub applies backpressure. A
+    /// QoS 1 or 2 message is answered later, through [`Ingress::next_settled`].
+    pub async fn publish(
+        &mut self,
+        ctx: &BridgeContext,
+        publish: Publish,
+    ) -> Result<(), Violation> {
+        if publish.payload.len() > self.max_payload {
+            ctx.metrics.dropped(
+                DropReason::TooLarge,
+                format_args!("a client published {} bytes", publish.payload.len()),
+            );
+            return Err(Violation {
+                reason: DisconnectReasonCode::PacketTooLarge,
+                detail: format!("payload of {} bytes", publish.payload.len()),
+            });
+        }
+        let topic = self
+            .aliases
+            .resolve(publish.topic, publish.topic_alias)
+            .map_err(|error| {
+                ctx.metrics
+                    .dropped(DropReason::Invalid, format_args!("a client's {error}"));
+                let reason = match error {
+                    AliasError::OutOfRange(_) => DisconnectReasonCode::TopicAliasInvalid,
+                    AliasError::Unknown(_) => DisconnectReasonCode::ProtocolError,
+                };
+                Violation {
+                    reason,
+                    detail: error.to_string(),
+                }
+            })?;
+        if let Err(error) = validate_topic_name(&topic) {
+            ctx.metrics.dropped(
+                DropReason::Invalid,
+                format_args!("a client published to an invalid topic ({error})"),
+            );
+            return Err(Violation {
+                reason: DisconnectReasonCode::TopicNameInvalid,
+                detail: format!("topic {topic:?}: {error}"),
+            });
+        }
+        let incoming = Incoming {
+            topic: &topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            user_properties: publish.user_properties,
+        };
+        let mut settled = Settled {
+            pkid: publish.pkid,
+            exactly_once: publish.qos >= 2,
+            denied: false,
+            delivered: true,
+        };
+        let receiver = match incoming.into_message(ctx, self.connection) {
+            Ok(message) if message.qos == QoS::AtLeastOnce && publish.qos > 0 => {
+                let (ack, receiver) = Ack::new();
+                ctx.publish(message, Some(ack)).await;
+                Some(receiver)
+            }
+            Ok(message) => {
+                ctx.publish(message, None).await;
+                None
+            }
+            Err(reason) => {
+                settled.denied = reason == DropReason::Denied;
+                None
+            }
+        };
+        if publish.qos > 0 {
+            self.pending.push_back(PendingAck { settled, receiver });
+        }
+        Ok(())
+    }
+}
+
+/// Publishes a will message through the same rules as a PUBLISH (without waiting for
+/// acknowledgement: nobody is left to acknowledge).
+pub async fn publish_will(ctx: &BridgeContext, connection: ConnectionId, will: Will) {
+    if let Err(error) = validate_topic_name(&will.topic) {
+        ctx.metrics.dropped(
+            DropReason::Invalid,
+            format_args!("a client's will has an invalid topic ({error})"),
+        );
+        return;
+    }
+    let incoming = Incoming {
+        topic: &will.topic,
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        user_properties: will.user_properties,
+    };
+    if let Ok(message) = incoming.into_message(ctx, connection) {
+        ctx.publish(message, None).await;
+    }
+}
+
+/// A message as a client sent it, topic already checked.
+struct Incoming<'a> {
+    topic: &'a str,
+    payload: bytes::Bytes,
+    qos: u8,
+    retain: bool,
+    user_properties: Vec<(String, String)>,
+}
+
+impl Incoming<'_> {
+    /// The hub message, or why it was dropped (already counted).
+    fn into_message(
+        self,
+        ctx: &BridgeContext,
+        connection: ConnectionId,
+    ) -> Result<Message, DropReason> {
+        let Some(inbound) = ctx.rules.inbound(self.topic) else {
+            ctx.metrics.dropped(
+                DropReason::Denied,
+                "a client published to a topic no `in` rule of this bridge accepts",
+            );
+            return Err(DropReason::Denied);
+        };
+        let topic = Topic::new(&inbound.topic).map_err(|error| {
+            ctx.metrics.dropped(
+                DropReason::Invalid,
+                format_args!("a client's topic maps to an invalid hub topic ({error})"),
+            );
+            DropReason::Invalid
+        })?;
+        let looped = originated_at(&self.user_properties, &ctx.hub_name);
+        if looped {
+            ctx.metrics.dropped(
+                DropReason::Loop,
+                "a client published a message that this hub sent out",
+            );
+            return Err(DropReason::Loop);
+        }
+        let mut message = Message::new(topic, self.payload);
+        message.headers = self.user_properties;
+        message.take_hops_header();
+        message.qos = QoS::from_level(self.qos).min(inbound.qos);
+        message.retain = self.retain;
+        message.sender = connection;
+        Ok(message)
+    }
+}

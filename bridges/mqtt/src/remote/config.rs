@@ -1,0 +1,191 @@
+//! Settings of an `mqtt` bridge (a client of a remote broker).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_api::settings::ConfigDuration;
+use switchyard_api::SettingError;
+
+/// The adapter's own keys of a `type = "mqtt"` bridge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSettings {
+    /// The broker: `mqtt://host:port` or `ws://host:port/path`.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Brokers to try in turn (failover); when set, `url` is only the first of them.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Client id; stable by default (`switchyard-<hub>-<bridge>`) so the broker keeps the
+    /// session while the bridge is away.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name for the broker.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for the broker.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Start a clean session on every connect (`false` keeps subscriptions and queued QoS 1
+    /// messages on the broker while the bridge is away).
+    #[serde(default)]
+    pub clean_session: bool,
+    /// Keep-alive interval.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: ConfigDuration,
+    /// MQTT version: `v5` (default; no-local and user properties prevent loops) or `v4`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Publish the bridge's state (`1`/`0`, retained) on the remote broker, with `0` as the
+    /// will, so others see the bridge die.
+    #[serde(default = "default_notifications")]
+    pub notifications: bool,
+    /// Where on the remote broker; default `switchyard/<hub>/bridges/<name>/state` (not
+    /// under `$SYS`, which brokers such as Mosquitto refuse from clients).
+    #[serde(default)]
+    pub notification_topic: Option<String>,
+    /// Most QoS 1 messages sent and not yet acknowledged by the broker.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: u16,
+    /// How long to wait for the broker's CONNACK.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: ConfigDuration,
+}
+
+/// The MQTT protocol version spoken to the remote broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// MQTT 5.
+    #[default]
+    V5,
+    /// MQTT 3.1.1.
+    V4,
+}
+
+fn default_url() -> String {
+    "mqtt://127.0.0.1:1883".to_owned()
+}
+
+fn default_keepalive() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+
+fn default_notifications() -> bool {
+    true
+}
+
+fn default_max_inflight() -> u16 {
+    100
+}
+
+fn default_connect_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+
+/// Where to connect, parsed from a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// For `ws://`: the full URL rumqttc connects to; `None` for plain TCP.
+    pub websocket_url: Option<String>,
+}
+
+impl BrokerAddress {
+    /// Parses `mqtt://host[:port]` or `ws://host[:port][/path]`.
+    pub fn parse(url: &str) -> Result<BrokerAddress, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("expected a URL such as mqtt://host:1883, found {url:?}"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, ""),
+        };
+        let default_port = match scheme {
+            "mqtt" => 1883,
+            "ws" => 80,
+            "mqtts" | "wss" => return Err(format!(
+                "{scheme}:// needs TLS, which this version does not have yet; use mqtt:// or ws://"
+            )),
+            other => return Err(format!("expected mqtt:// or ws://, found {other}://")),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse()
+                    .map_err(|_| format!("expected a port number in {url:?}, found {port:?}"))?,
+            ),
+            None => (authority, default_port),
+        };
+        if host.is_empty() {
+            return Err(format!("expected a host name in {url:?}"));
+        }
+        let websocket_url = (scheme == "ws").then(|| format!("ws://{host}:{port}{path}"));
+        Ok(BrokerAddress {
+            host: host.to_owned(),
+            port,
+            websocket_url,
+        })
+    }
+}
+
+impl RemoteSettings {
+    /// Every broker address in failover order, validated.
+    pub fn broker_addresses(&self) -> Result<Vec<BrokerAddress>, SettingError> {
+        if self.addresses.is_empty() {
+            return BrokerAddress::parse(&self.url)
+                .map(|address| vec![address])
+                .map_err(|message| SettingError::new("url", message));
+        }
+        self.addresses
+            .iter()
+            .enumerate()
+            .map(|(index, url)| {
+                BrokerAddress::parse(url)
+                    .map_err(|message| SettingError::new(format!("addresses[{index}]"), message))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_default_ports() {
+        let tcp = BrokerAddress::parse("mqtt://broker.example").unwrap();
+        assert_eq!(
+            (tcp.host.as_str(), tcp.port, tcp.websocket_url),
+            ("broker.example", 1883, None)
+        );
+        let ws = BrokerAddress::parse("ws://10.0.0.1:8083/mqtt").unwrap();
+        assert_eq!(ws.port, 8083);
+        assert_eq!(ws.websocket_url.as_deref(), Some("ws://10.0.0.1:8083/mqtt"));
+        assert!(BrokerAddress::parse("mqtts://x")
+            .unwrap_err()
+            .contains("TLS"));
+        assert!(BrokerAddress::parse("http://x")
+            .unwrap_err()
+            .contains("mqtt://"));
+        assert!(BrokerAddress::parse("mqtt://x:port")
+            .unwrap_err()
+            .contains("port"));
+        assert!(BrokerAddress::parse("broker:1883").is_err());
+    }
+
+    #[test]
+    fn failover_errors_name_the_entry() {
+        let settings: RemoteSettings = switchyard_api::settings::parse_settings(
+            serde_json::json!({"addresses": ["mqtt://a:1883", "nope"]}),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.broker_addresses().unwrap_err().path,
+            "addresses[1]"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The `mqtt` bridge: a client of a remote MQTT broker, like a Mosquitto `connection`.
+//!
+//! Each run connects to the next address of the failover list, subscribes to the remote
+//! filter of every `in` rule (re-subscribing on every connect), publishes the bridge's
+//! retained state, and then moves messages both ways until the connection ends. The hub's
+//! supervisor reconnects with backoff by calling `run` again.
+
+mod client;
+mod config;
+mod egress;
+mod ingress;
+mod v4;
+mod v5;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use switchyard_api::subscription::mqtt_filter;
+use switchyard_api::{
+    AckOutcome, BoxFuture, Bridge, BridgeContext, BridgeError, BridgeSpec, BridgeType, Format,
+    Naming, Rule, SettingError,
+};
+use tokio::sync::mpsc;
+
+use client::{Connection, RemoteClient, RemoteEvent, StateTopic};
+use config::{BrokerAddress, RemoteSettings};
+use egress::Egress;
+use ingress::{Ingress, Received};
+
+/// Most queued messages taken per round while the inflight window has room.
+const SEND_BATCH: usize = 64;
+
+/// How long a stopping bridge waits for its last packets to reach the broker.
+const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The `mqtt` bridge type.
+pub struct MqttClientType;
+
+impl BridgeType for MqttClientType {
+    fn type_name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn naming(&self) -> Naming {
+        Naming::MQTT
+    }
+
+    fn formats(&self) -> &'static [Format] {
+        &[Format::Raw, Format::Json]
+    }
+
+    fn is_server(&self) -> bool {
+        false
+    }
+
+    fn build(
+        &self,
+        spec: &BridgeSpec,
+        settings: serde_json::Value,
+    ) -> Result<Box<dyn Bridge>, SettingError> {
+        let settings: RemoteSettings = switchyard_api::settings::parse_settings(settings)?;
+        let addresses = settings.broker_addresses()?;
+        Ok(Box::new(RemoteBridge {
+            format: spec.format,
+            addresses,
+            next_address: AtomicUsize::new(0),
+            settings,
+        }))
+    }
+
+    fn remote_subscription(&self, rule: &Rule) -> Option<String> {
+        Some(format!("subscribe {}", mqtt_filter(rule)))
+    }
+}
+
+/// A configured `mqtt` bridge.
+struct RemoteBridge {
+    settings: RemoteSettings,
+    format: Format,
+    addresses: Vec<BrokerAddress>,
+    /// The failover list entry to try next.
+    next_address: AtomicUsize,
+}
+
+impl Bridge for RemoteBridge {
+    fn run(self: Arc<Self>, ctx: BridgeContext) -> BoxFuture<'static, Result<(), BridgeError>> {
+        Box::pin(async move { self.connect_and_serve(&ctx).await })
+    }
+}
+
+impl RemoteBridge {
+    async fn connect_and_serve(&self, ctx: &BridgeContext) -> Result<(), BridgeError> {
+        let index = self.next_address.fetch_add(1, Ordering::Relaxed) % self.addresses.len();
+        let address = &self.addresses[index];
+        let client_id = self
+            .settings
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("switchyard-{}-{}", ctx.hub_name, ctx.name));
+        let state = self.settings.notifications.then(|| StateTopic {
+            topic: self.settings.notification_topic.clone().unwrap_or_else(|| {
+                format!("switchyard/{}/bridges/{}/state", ctx.hub_name, ctx.name)
+            }),
+        });
+        let Connection {
+            client,
+            mut events,
+            poller,
+        } = client::connect(&self.settings, address, &client_id, state.as_ref());
+        let mut poller = tokio::spawn(poller);
+        let mut egress = Egress::new(self.format, self.settings.max_inflight);
+        let result = self
+            .serve(ctx, &*client, &mut events, &mut egress, state.as_ref())
+            .await;
+        egress.give_back(ctx);
+        if matches!(result, Ok(Ok(()))) {
+            // Stopping: let the last state message and DISCONNECT reach the broker.
+            let _ = tokio::time::timeout(FLUSH_ON_STOP, &mut poller).await;
+        }
+        poller.abort();
+        let result = match (result, poller.await) {
+            // The events stopped because the connection ended: report why.
+            (Err(ConnectionEnded), Ok(reason)) => Err(reason),
+            (Err(ConnectionEnded), Err(_)) => Err(BridgeError::Protocol(
+                "the connection to the broker ended".to_owned(),
+            )),
+            (Ok(outcome), _) => outcome,
+        };
+        result.map_err(|error| match error {
+            BridgeError::Protocol(reason) => {
+                BridgeError::Protocol(format!("{}:{}: {reason}", address.host, address.port))
+            }
+            other => other,
+        })
+    }
+
+    /// Runs one session. `Err(ConnectionEnded)` means the event stream closed.
+    async fn serve(
+        &self,
+        ctx: &BridgeContext,
+        client: &dyn RemoteClient,
+        events: &mut mpsc::Receiver<RemoteEvent>,
+        egress: &mut Egress,
+        state: Option<&StateTopic>,
+    ) -> Result<Result<(), BridgeError>, ConnectionEnded> {
+        let connect_timeout = self.settings.connect_timeout.0;
+        match tokio::time::timeout(connect_timeout, events.recv()).await {
+            Ok(Some(RemoteEvent::Connected { session_present })) => {
+                tracing::info!(bridge = %ctx.name, session_present, "Connected to the remote broker.");
+            }
+            Ok(Some(_)) | Ok(None) => return Err(ConnectionEnded),
+            Err(_) => {
+                return Ok(Err(BridgeError::Protocol(format!(
+                    "no CONNACK within {connect_timeout:?}"
+                ))))
+            }
+        }
+        if let Err(error) = self.start_session(ctx, client, egress, state).await {
+            return Ok(Err(error));
+        }
+        ctx.metrics.set_up(true);
+        let mut ingress = Ingress::new(self.format);
+        let mut batch = Vec::with_capacity(SEND_BATCH);
+        loop {
+            let room = egress.room().min(SEND_BATCH);
+            tokio::select! {
+                () = ctx.shutdown.cancelled() => {
+                    if let Some(state) = state {
+                        let _ = egress.send_state(client, &state.topic, false).await;
+                    }
+                    let _ = client.disconnect().await;
+                    return Ok(Ok(()));
+                }
+                event = events.recv() => match event {
+                    None => return Err(ConnectionEnded),
+                    Some(RemoteEvent::Publish(publish)) => {
+                        let (qos, pkid) = (publish.qos, publish.pkid);
+                        if let Received::AckNow = ingress.receive(ctx, publish).await {
+                            if qos > 0 {
+                                if let Err(error) = client.ack(qos, pkid).await {
+                                    return Ok(Err(error));
+                                }
+                            }
+                        }
+                    }
+                    Some(RemoteEvent::Sent(pkid)) => egress.on_sent(ctx, pkid),
+                    Some(RemoteEvent::PubAck { pkid, refusal }) => egress.on_puback(ctx, pkid, refusal),
+                    Some(RemoteEvent::Connected { .. }) => {}
+                },
+                Some(settled) = ingress.next_settled(), if !ingress.is_idle() => {
+                    if settled.outcome == AckOutcome::Delivered {
+                        if let Err(error) = client.ack(settled.qos, settled.pkid).await {
+                            return Ok(Err(error));
+                        }
+                    }
+                }
+                _ = ctx.outbound.pop_batch(&mut batch, room), if room > 0 => {
+                    for entry in batch.drain(..) {
+                        if let Err(error) = egress.send(ctx, client, entry).await {
+                            return Ok(Err(error));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscriptions and the state message, on every (re)connect.
+    async fn start_session(
+        &self,
+        ctx: &BridgeContext,
+        client: &dyn RemoteClient,
+        egress: &mut Egress,
+        state: Option<&StateTopic>,
+    ) -> Result<(), BridgeError> {
+        for rule in ctx.rules.inbound_rules() {
+            client.subscribe(mqtt_filter(rule), rule.qos).await?;
+        }
+        if let Some(state) = state {
+            egress.send_state(client, &state.topic, true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The event stream closed: the connection is gone (the poller knows why).
+struct ConnectionEnded;

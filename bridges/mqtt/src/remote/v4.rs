@@ -1,0 +1,144 @@
+//! The remote connection over MQTT 3.1.1 (rumqttc's v4 client). MQTT 3.1.1 has no user
+//! properties and no no-local: loops through a v4 broker are stopped only by the hub's
+//! own guards (never back out of the bridge a message came in by).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet,
+    Publish, QoS as WireQoS, Transport,
+};
+use switchyard_api::{BoxFuture, BridgeError, QoS};
+use tokio::sync::mpsc;
+
+use super::client::{
+    drive, request_failed, Connection, EventSource, IncomingPublish, RemoteClient, RemoteEvent,
+    StateTopic, EVENT_CAPACITY,
+};
+use super::config::{BrokerAddress, RemoteSettings};
+
+struct V4Client(AsyncClient);
+
+fn wire_qos(qos: QoS) -> WireQoS {
+    match qos {
+        QoS::AtMostOnce => WireQoS::AtMostOnce,
+        QoS::AtLeastOnce => WireQoS::AtLeastOnce,
+    }
+}
+
+impl RemoteClient for V4Client {
+    fn subscribe(&self, filter: String, qos: QoS) -> BoxFuture<'_, Result<(), BridgeError>> {
+        Box::pin(async move {
+            self.0
+                .subscribe(filter, wire_qos(qos))
+                .await
+                .map_err(request_failed)
+        })
+    }
+
+    fn publish(
+        &self,
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        _headers: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Result<(), BridgeError>> {
+        Box::pin(async move {
+            self.0
+                .publish_bytes(topic, wire_qos(qos), retain, payload)
+                .await
+                .map_err(request_failed)
+        })
+    }
+
+    fn ack(&self, qos: u8, pkid: u16) -> BoxFuture<'_, Result<(), BridgeError>> {
+        Box::pin(async move {
+            let level = if qos >= 2 {
+                WireQoS::ExactlyOnce
+            } else {
+                WireQoS::AtLeastOnce
+            };
+            let mut publish = Publish::new("", level, Vec::new());
+            publish.pkid = pkid;
+            self.0.ack(&publish).await.map_err(request_failed)
+        })
+    }
+
+    fn disconnect(&self) -> BoxFuture<'_, Result<(), BridgeError>> {
+        Box::pin(async move { self.0.disconnect().await.map_err(request_failed) })
+    }
+}
+
+/// Opens an MQTT 3.1.1 connection.
+pub fn connect(
+    settings: &RemoteSettings,
+    address: &BrokerAddress,
+    client_id: &str,
+    will: Option<&StateTopic>,
+) -> Connection {
+    let mut options = match &address.websocket_url {
+        Some(url) => {
+            let mut options = MqttOptions::new(client_id, url.as_str(), address.port);
+            options.set_transport(Transport::Ws);
+            options
+        }
+        None => MqttOptions::new(client_id, address.host.as_str(), address.port),
+    };
+    options
+        .set_keep_alive(settings.keepalive.0.max(Duration::from_secs(1)))
+        .set_clean_session(settings.clean_session)
+        .set_manual_acks(true)
+        .set_inflight(settings.max_inflight.max(1));
+    if let (Some(user), password) = (&settings.username, &settings.password) {
+        options.set_credentials(user.as_str(), password.clone().unwrap_or_default());
+    }
+    if let Some(will) = will {
+        options.set_last_will(LastWill::new(
+            will.topic.as_str(),
+            "0",
+            WireQoS::AtLeastOnce,
+            true,
+        ));
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, EVENT_CAPACITY);
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(settings.connect_timeout.0.as_secs().max(1));
+    eventloop.set_network_options(network);
+    let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
+    let poller = drive(eventloop, events_tx);
+    Connection {
+        client: Box::new(V4Client(client)),
+        events,
+        poller,
+    }
+}
+
+impl EventSource for EventLoop {
+    async fn next_event(&mut self) -> Result<Option<RemoteEvent>, String> {
+        let event = self.poll().await.map_err(|error| error.to_string())?;
+        Ok(match event {
+            Event::Incoming(Packet::ConnAck(ack)) => Some(RemoteEvent::Connected {
+                session_present: ack.session_present,
+            }),
+            Event::Incoming(Packet::Publish(publish)) => {
+                Some(RemoteEvent::Publish(IncomingPublish {
+                    topic: publish.topic,
+                    payload: publish.payload,
+                    qos: publish.qos as u8,
+                    retain: publish.retain,
+                    pkid: publish.pkid,
+                    headers: Vec::new(),
+                }))
+            }
+            Event::Incoming(Packet::PubAck(ack)) => Some(RemoteEvent::PubAck {
+                pkid: ack.pkid,
+                refusal: None,
+            }),
+            Event::Outgoing(Outgoing::Publish(pkid)) => Some(RemoteEvent::Sent(pkid)),
+            _ => None,
+        })
+    }
+}

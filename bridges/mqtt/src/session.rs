@@ -1,0 +1,533 @@
+//! One client connection, from CONNECT to close, over any byte stream (TCP or the
+//! WebSocket adapter).
+//!
+//! A session is one task with one `select!` loop: bytes from the client, acknowledgements
+//! settling in the hub, messages from the client's queue, the keepalive deadline, and the
+//! reasons to stop (shutdown, takeover by a newer connection with the same client
+//! identifier, being too slow). Sessions are not kept after a connection ends: a client
+//! that connects with clean session (3.1.1) / clean start (5) off is accepted, but always
+//! starts afresh (CONNACK session present = 0), and MQTT 5 clients are told so with a
+//! session expiry interval of 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
+use switchyard_api::server::{ClientHandle, ClientRegistry, ConnectionId, SubscriptionOptions};
+use switchyard_api::{BridgeContext, DropReason, QoS, TopicFilter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::clients::{Admission, ConnectedClients};
+use crate::codec::{peek_protocol_level, unsupported_version_connack, CodecError, Protocol};
+use crate::config::MqttServerSettings;
+use crate::egress::Egress;
+use crate::incoming::{Connect, FilterRequest, Incoming};
+use crate::ingress::{publish_will, Ingress, Settled, Violation};
+
+/// Smallest read; idle connections hold no more than this for input.
+const MIN_READ: usize = 512;
+/// Largest read, reached by doubling while reads fill the buffer.
+const MAX_READ: usize = 64 * 1024;
+/// Buffers larger than this are given back once empty.
+const SHRINK_ABOVE: usize = 16 * 1024;
+/// Time allowed for the last words (MQTT 5 DISCONNECT) to a closing client.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What every connection of one running `mqtt-server` bridge shares.
+pub struct Broker {
+    /// The bridge's context.
+    pub ctx: BridgeContext,
+    /// The bridge's settings.
+    pub settings: Arc<MqttServerSettings>,
+    /// Subscriptions and per-client queues.
+    pub registry: ClientRegistry,
+    /// Connected client identifiers (limit and takeover).
+    pub clients: ConnectedClients,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum Ending {
+    /// The client sent DISCONNECT (MQTT 5 may still ask for its will).
+    Disconnected { publish_will: bool },
+    /// The client closed the connection.
+    Closed,
+    /// Reading or writing failed.
+    Failed(std::io::Error),
+    /// The client broke the protocol.
+    Violation(Violation),
+    /// Nothing arrived within 1.5 times the keepalive (MQTT 3.1.1 section 3.1.2.10).
+    KeepAliveExpired,
+    /// A newer connection uses the same client identifier.
+    TakenOver,
+    /// The client's queue overflowed under `slow_client = "disconnect"`.
+    Kicked,
+    /// A message from the client was given up by a destination; closing makes the client
+    /// send it again when it reconnects.
+    NotDelivered,
+    /// The hub is stopping.
+    Shutdown,
+}
+
+impl Ending {
+    /// Whether the client's will is published (every end but a plain DISCONNECT and the
+    /// hub's own shutdown).
+    fn publishes_will(&self) -> bool {
+        match self {
+            Ending::Disconnected { publish_will } => *publish_will,
+            Ending::Shutdown => false,
+            _ => true,
+        }
+    }
+
+    /// The MQTT 5 DISCONNECT reason the server sends, if it says goodbye.
+    fn reason(&self) -> Option<DisconnectReasonCode> {
+        match self {
+            Ending::Violation(violation) => Some(violation.reason),
+            Ending::KeepAliveExpired => Some(DisconnectReasonCode::KeepAliveTimeout),
+            Ending::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
+            Ending::Kicked => Some(DisconnectReasonCode::QuotaExceeded),
+            Ending::NotDelivered => Some(DisconnectReasonCode::ImplementationSpecificError),
+            Ending::Shutdown => Some(DisconnectReasonCode::ServerShuttingDown),
+            Ending::Disconnected { .. } | Ending::Closed | Ending::Failed(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Disconnected { .. } => f.write_str("the client disconnected"),
+            Ending::Closed => f.write_str("the client closed the connection"),
+            Ending::Failed(error) => write!(f, "the connection failed: {error}"),
+            Ending::Violation(violation) => {
+                write!(f, "the client broke the protocol: {}", violation.detail)
+            }
+            Ending::KeepAliveExpired => f.write_str("the client's keepalive expired"),
+            Ending::TakenOver => f.write_str("a newer connection took the client identifier"),
+            Ending::Kicked => f.write_str("the client read too slowly"),
+            Ending::NotDelivered => f.write_str("a message from the client was not delivered"),
+            Ending::Shutdown => f.write_str("the hub is stopping"),
+        }
+    }
+}
+
+/// Why no session started.
+#[derive(Debug)]
+enum Refusal {
+    Closed,
+    Io(std::io::Error),
+    Version(u8),
+    Codec(CodecError),
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn serve<T>(broker: Arc<Broker>, mut transport: T)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let settings = Arc::clone(&broker.settings);
+    let mut input = BytesMut::new();
+    let first = read_connect(&mut transport, &mut input, settings.max_packet());
+    let opened = tokio::select! {
+        () = broker.ctx.shutdown.cancelled() => return,
+        opened = timeout(settings.connect_timeout.0, first) => opened,
+    };
+    let (protocol, connect) = match opened {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(refusal)) => return refuse(&broker.ctx, transport, refusal).await,
+        Err(_) => {
+            debug!(bridge = %broker.ctx.name, "Closing a connection that sent no CONNECT in time.");
+            return;
+        }
+    };
+    let handle = broker.registry.register();
+    let connection = handle.id;
+    let (client_id, assigned) = if connect.client_id.is_empty() {
+        let generated = format!("{}-{connection}", broker.ctx.hub_name);
+        (generated.clone(), Some(generated))
+    } else {
+        (connect.client_id.clone(), None)
+    };
+    let taken_over = CancellationToken::new();
+    let mut output = BytesMut::new();
+    match broker
+        .clients
+        .admit(&client_id, connection, taken_over.clone())
+    {
+        Admission::Full => {
+            broker.registry.remove(connection);
+            debug!(bridge = %broker.ctx.name, "Refused a client: max_connections reached.");
+            if protocol.encode_connack_full(&mut output).is_ok() {
+                let _ = timeout(GOODBYE_TIMEOUT, write_out(&mut transport, &output)).await;
+            }
+            return;
+        }
+        Admission::TookOver => {
+            debug!(bridge = %broker.ctx.name, client = %client_id, "A client reconnected; closing its older connection.");
+        }
+        Admission::Admitted => {}
+    }
+    broker.ctx.metrics.connection_opened();
+    let receive_maximum = u16::try_from(settings.max_inflight).unwrap_or(u16::MAX);
+    let accepted = protocol.encode_connack_accepted(
+        &mut output,
+        assigned,
+        receive_maximum,
+        settings.max_packet(),
+    );
+    let mut session = Session {
+        egress: Egress::new(
+            protocol,
+            settings.max_inflight,
+            connect.receive_maximum,
+            connect.maximum_packet_size,
+        ),
+        ingress: Ingress::new(connection, settings.max_payload_bytes()),
+        keep_alive: (connect.keep_alive > 0)
+            .then(|| Duration::from_secs(u64::from(connect.keep_alive)) * 3 / 2),
+        broker: Arc::clone(&broker),
+        transport,
+        protocol,
+        connection,
+        input,
+        output,
+        read_size: MIN_READ,
+    };
+    let ending = match accepted {
+        Ok(()) => session.run(handle, &taken_over).await,
+        Err(error) => Ending::Failed(std::io::Error::other(error)),
+    };
+    session.finish(&ending).await;
+    broker.registry.remove(connection);
+    broker.clients.leave(&client_id, connection);
+    broker.ctx.metrics.connection_closed();
+    debug!(bridge = %broker.ctx.name, client = %client_id, "A client connection ended: {ending}.");
+    if ending.publishes_will() {
+        if let Some(will) = connect.will {
+            publish_will(&broker.ctx, connection, will).await;
+        }
+    }
+}
+
+/// Reads until a whole CONNECT is in `input`, choosing the codec by its protocol level.
+async fn read_connect<T>(
+    transport: &mut T,
+    input: &mut BytesMut,
+    max_packet: usize,
+) -> Result<(Protocol, Connect), Refusal>
+where
+    T: AsyncRead + Unpin,
+{
+    loop {
+        if let Some(level) = peek_protocol_level(input).map_err(Refusal::Codec)? {
+            let protocol = Protocol::from_level(level).ok_or(Refusal::Version(level))?;
+            match protocol.decode(input, max_packet).map_err(Refusal::Codec)? {
+                Some(Incoming::Connect(connect)) => return Ok((protocol, connect)),
+                Some(_) => {
+                    return Err(Refusal::Codec(CodecError::Malformed(
+                        "the first packet must be CONNECT".to_owned(),
+                    )))
+                }
+                None => {}
+            }
+        }
+        input.reserve(MIN_READ);
+        if transport.read_buf(input).await.map_err(Refusal::Io)? == 0 {
+            return Err(Refusal::Closed);
+        }
+    }
+}
+
+/// Counts and answers a connection that did not get as far as a session.
+async fn refuse<T>(ctx: &BridgeContext, mut transport: T, refusal: Refusal)
+where
+    T: AsyncWrite + Unpin,
+{
+    match refusal {
+        Refusal::Version(level) => {
+            debug!(bridge = %ctx.name, level, "Refused a client speaking an unsupported MQTT version.");
+            let mut output = BytesMut::new();
+            unsupported_version_connack(&mut output);
+            let _ = timeout(GOODBYE_TIMEOUT, write_out(&mut transport, &output)).await;
+        }
+        Refusal::Codec(CodecError::TooLarge(size)) => ctx.metrics.dropped(
+            DropReason::TooLarge,
+            format_args!("a client's CONNECT of {size} bytes is too large"),
+        ),
+        Refusal::Codec(CodecError::Malformed(detail)) => ctx.metrics.dropped(
+            DropReason::Invalid,
+            format_args!("a client's first packet is unreadable ({detail})"),
+        ),
+        Refusal::Io(error) => {
+            debug!(bridge = %ctx.name, "A connection failed before CONNECT: {error}.");
+        }
+        Refusal::Closed => {}
+    }
+}
+
+async fn write_out<T: AsyncWrite + Unpin>(transport: &mut T, bytes: &[u8]) -> std::io::Result<()> {
+    transport.write_all(bytes).await?;
+    transport.flush().await
+}
+
+/// A connected client.
+struct Session<T> {
+    broker: Arc<Broker>,
+    transport: T,
+    protocol: Protocol,
+    connection: ConnectionId,
+    /// Bytes read and not yet decoded.
+    input: BytesMut,
+    /// Bytes encoded and not yet written.
+    output: BytesMut,
+    /// How much room the next read gets.
+    read_size: usize,
+    ingress: Ingress,
+    egress: Egress,
+    /// 1.5 times the client's keepalive; `None` when it asked for none.
+    keep_alive: Option<Duration>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
+    async fn run(&mut self, mut handle: ClientHandle, taken_over: &CancellationToken) -> Ending {
+        let broker = Arc::clone(&self.broker);
+        let max_pending = broker.settings.max_inflight;
+        let mut deadline = self.keep_alive.map(|limit| Instant::now() + limit);
+        // Packets that arrived together with CONNECT.
+        if let Err(ending) = self.process_input().await {
+            return ending;
+        }
+        loop {
+            if !self.output.is_empty() {
+                if let Err(ending) = self.flush(&handle, taken_over, deadline).await {
+                    return ending;
+                }
+            }
+            self.input.reserve(self.read_size);
+            let can_read = self.ingress.pending() < max_pending;
+            let can_take = self.egress.can_take();
+            let expiry = deadline.unwrap_or_else(Instant::now);
+            tokio::select! {
+                biased;
+                () = broker.ctx.shutdown.cancelled() => return Ending::Shutdown,
+                () = taken_over.cancelled() => return Ending::TakenOver,
+                () = handle.kicked.cancelled() => return Ending::Kicked,
+                settled = self.ingress.next_settled() => {
+                    if let Err(ending) = self.answer(settled) {
+                        return ending;
+                    }
+                }
+                read = self.transport.read_buf(&mut self.input), if can_read => {
+                    match read {
+                        Ok(0) => return Ending::Closed,
+                        Ok(count) => self.adapt_read_size(count),
+                        Err(error) => return Ending::Failed(error),
+                    }
+                    deadline = self.keep_alive.map(|limit| Instant::now() + limit);
+                    if let Err(ending) = self.process_input().await {
+                        return ending;
+                    }
+                }
+                delivery = handle.messages.recv(), if can_take => match delivery {
+                    Some(delivery) => {
+                        self.egress.drain(&broker.ctx, delivery, &mut handle.messages, &mut self.output);
+                    }
+                    None => return Ending::Shutdown,
+                },
+                () = sleep_until(expiry), if deadline.is_some() => return Ending::KeepAliveExpired,
+            }
+        }
+    }
+
+    /// Doubles the read size while reads fill it; halves it back when they do not.
+    fn adapt_read_size(&mut self, count: usize) {
+        if count >= self.read_size {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if count < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
+        }
+    }
+
+    /// Writes `output`, giving up when the session must end or the client stops reading
+    /// for longer than its keepalive allows.
+    async fn flush(
+        &mut self,
+        handle: &ClientHandle,
+        taken_over: &CancellationToken,
+        deadline: Option<Instant>,
+    ) -> Result<(), Ending> {
+        let expiry = deadline.unwrap_or_else(Instant::now);
+        let shutdown = self.broker.ctx.shutdown.clone();
+        let written = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Err(Ending::Shutdown),
+            () = taken_over.cancelled() => return Err(Ending::TakenOver),
+            () = handle.kicked.cancelled() => return Err(Ending::Kicked),
+            written = write_out(&mut self.transport, &self.output) => written,
+            () = sleep_until(expiry), if deadline.is_some() => return Err(Ending::KeepAliveExpired),
+        };
+        written.map_err(Ending::Failed)?;
+        self.output.clear();
+        if self.output.capacity() > SHRINK_ABOVE {
+            self.output = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Handles every whole packet in `input`.
+    async fn process_input(&mut self) -> Result<(), Ending> {
+        let max_packet = self.broker.settings.max_packet();
+        loop {
+            let packet = match self.protocol.decode(&mut self.input, max_packet) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(CodecError::TooLarge(size)) => {
+                    self.broker.ctx.metrics.dropped(
+                        DropReason::TooLarge,
+                        format_args!("a client sent a packet of {size} bytes"),
+                    );
+                    return Err(Ending::Violation(Violation {
+                        reason: DisconnectReasonCode::PacketTooLarge,
+                        detail: format!("packet of {size} bytes"),
+                    }));
+                }
+                Err(CodecError::Malformed(detail)) => {
+                    self.broker.ctx.metrics.dropped(
+                        DropReason::Invalid,
+                        format_args!("a client sent a malformed packet ({detail})"),
+                    );
+                    return Err(Ending::Violation(Violation {
+                        reason: DisconnectReasonCode::MalformedPacket,
+                        detail,
+                    }));
+                }
+            };
+            self.handle_packet(packet).await?;
+        }
+        if self.input.is_empty() && self.input.capacity() > SHRINK_ABOVE {
+            self.input = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    async fn handle_packet(&mut self, packet: Incoming) -> Result<(), Ending> {
+        let written = match packet {
+            Incoming::Publish(publish) => {
+                let ctx = &self.broker.ctx;
+                return self
+                    .ingress
+                    .publish(ctx, publish)
+                    .await
+                    .map_err(Ending::Violation);
+            }
+            Incoming::PubAck(pkid) => {
+                self.egress.acknowledged(pkid);
+                Ok(())
+            }
+            Incoming::PubRel(pkid) => self.protocol.encode_pubcomp(&mut self.output, pkid),
+            Incoming::Subscribe { pkid, filters } => self.subscribe(pkid, filters),
+            Incoming::Unsubscribe { pkid, filters } => self.unsubscribe(pkid, filters),
+            Incoming::PingReq => self.protocol.encode_pingresp(&mut self.output),
+            Incoming::Disconnect { publish_will } => {
+                return Err(Ending::Disconnected { publish_will })
+            }
+            Incoming::Connect(_) => return Err(self.protocol_error("a second CONNECT")),
+            Incoming::Unexpected(name) => return Err(self.protocol_error(name)),
+        };
+        written.map_err(|error| Ending::Failed(std::io::Error::other(error)))
+    }
+
+    /// Counts a packet that has no place in this conversation.
+    fn protocol_error(&self, what: &str) -> Ending {
+        self.broker.ctx.metrics.dropped(
+            DropReason::Invalid,
+            format_args!("a client sent {what}, which breaks the protocol"),
+        );
+        Ending::Violation(Violation {
+            reason: DisconnectReasonCode::ProtocolError,
+            detail: format!("unexpected {what}"),
+        })
+    }
+
+    /// Sends the answer to a client's QoS 1 or 2 PUBLISH once the hub settled it.
+    fn answer(&mut self, settled: Settled) -> Result<(), Ending> {
+        if !settled.delivered {
+            return Err(Ending::NotDelivered);
+        }
+        let written = if settled.exactly_once {
+            self.protocol
+                .encode_pubrec(&mut self.output, settled.pkid, settled.denied)
+        } else {
+            self.protocol
+                .encode_puback(&mut self.output, settled.pkid, settled.denied)
+        };
+        written.map_err(|error| Ending::Failed(std::io::Error::other(error)))
+    }
+
+    /// Subscribes, answers SUBACK, then sends the retained messages each filter matches.
+    fn subscribe(&mut self, pkid: u16, filters: Vec<FilterRequest>) -> Result<(), CodecError> {
+        let broker = Arc::clone(&self.broker);
+        let mut granted = Vec::with_capacity(filters.len());
+        let mut retained = Vec::new();
+        for request in filters {
+            let Ok(filter) = TopicFilter::new(&request.path) else {
+                granted.push(None);
+                continue;
+            };
+            let qos = QoS::from_level(request.qos);
+            let options = SubscriptionOptions {
+                qos,
+                no_local: request.no_local,
+            };
+            broker.registry.subscribe(self.connection, &filter, options);
+            self.egress
+                .set_retain_as_published(&filter, request.retain_as_published);
+            granted.push(Some(qos.level()));
+            if request.send_retained {
+                retained.extend(broker.registry.retained_for(&broker.ctx, &filter, qos));
+            }
+        }
+        self.protocol
+            .encode_suback(&mut self.output, pkid, &granted)?;
+        for delivery in &retained {
+            self.egress
+                .encode(&broker.ctx, delivery, true, &mut self.output);
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, pkid: u16, filters: Vec<String>) -> Result<(), CodecError> {
+        for text in &filters {
+            if let Ok(filter) = TopicFilter::new(text) {
+                self.broker.registry.unsubscribe(self.connection, &filter);
+                self.egress.unsubscribed(&filter);
+            }
+        }
+        self.protocol
+            .encode_unsuback(&mut self.output, pkid, filters.len())
+    }
+
+    /// Last words: pending answers and, for MQTT 5, a DISCONNECT with the reason; then
+    /// the connection is shut down. Bounded by [`GOODBYE_TIMEOUT`].
+    async fn finish(&mut self, ending: &Ending) {
+        if matches!(ending, Ending::Failed(_) | Ending::Closed) {
+            return;
+        }
+        if let Some(reason) = ending.reason() {
+            // The connection closes either way; a failed encoding only loses the reason.
+            let _ = self.protocol.encode_disconnect(&mut self.output, reason);
+        }
+        let goodbye = async {
+            if !self.output.is_empty() {
+                write_out(&mut self.transport, &self.output).await?;
+            }
+            self.transport.shutdown().await
+        };
+        let _ = timeout(GOODBYE_TIMEOUT, goodbye).await;
+    }
+}
