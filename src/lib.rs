@@ -9,6 +9,7 @@
 //! - [`router`]: the central router: route table, loop and hop guards, duplicates,
 //!   retained messages.
 //! - [`supervisor`]: runs each bridge and restarts it with backoff when it fails.
+//! - [`state_topics`]: the retained `$SYS/switchyard/<hub>/bridges/<name>/state` topics.
 //! - [`state`], [`metrics`], [`admin`]: what the admin endpoint shows, and serving it.
 //! - [`shutdown`], [`logging`]: signals and log output.
 
@@ -23,4 +24,5 @@ pub mod registry;
 pub mod router;
 pub mod shutdown;
 pub mod state;
+pub mod state_topics;
 pub mod supervisor;

@@ -6,7 +6,9 @@ use switchyard_api::BridgeType;
 /// Every bridge type, by `type` name.
 const TYPES: &[&dyn BridgeType] = &[
     &switchyard_mqtt::MqttServerType,
+    &switchyard_mqtt::remote::MqttClientType,
     &switchyard_websocket::WebSocketServerType,
+    &switchyard_amqp::AmqpType,
 ];
 
 /// The type called `name`.

@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{admin, config, hub, logging, shutdown, supervisor};
+use crate::{admin, config, hub, logging, shutdown, state_topics, supervisor};
 
 /// How often a stopping hub checks whether its queues have drained.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -34,6 +34,8 @@ pub async fn run(files: &[PathBuf]) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let (state, bridges) = hub::assemble(&settings.hub, plans, &stop);
     let tracker = TaskTracker::new();
+    let contexts: Vec<_> = bridges.iter().map(|ready| ready.ctx.clone()).collect();
+    state_topics::publish_states(&tracker, &contexts);
     for ready in bridges {
         supervisor::supervise(&tracker, ready.bridge, ready.ctx, ready.reconnect);
     }
