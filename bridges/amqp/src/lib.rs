@@ -1,0 +1,181 @@
+//! switchyard's AMQP 0-9-1 adapter (RabbitMQ), on lapin: the `amqp` bridge type.
+//!
+//! `in` rules consume one queue, bound to the exchange with one binding key per rule, and
+//! acknowledge a delivery only when every destination took the message. `out` rules
+//! publish to the exchange with the rule's routing key and publisher confirms, many in
+//! flight; a message leaves the bridge's queue on its confirm. On any failure `run`
+//! returns the error after putting unconfirmed messages back in the queue; the hub waits
+//! a backoff and calls it again, which reconnects and declares the topology again, and the
+//! broker redelivers what was not acknowledged.
+//!
+//! Throughput (MQTT → AMQP, confirms on, release build, `max_in_flight = 1024`) is given in
+//! the documentation of [`config::AmqpSettings::max_in_flight`]'s default.
+//!
+//! # Layout
+//! - [`config`]: the settings, their defaults and their validation.
+//! - [`session`]: opening, watching and closing the connection.
+//! - [`topology`]: the exchange, the queue and its bindings.
+//! - [`format`]: AMQP content ↔ `Message` in the `raw`, `json` and `fedora-messaging`
+//!   formats, with [`rfc3339`] for fedora-messaging's `sent-at`.
+//! - [`ingress`]: broker → hub, with acknowledgements after delivery.
+//! - [`egress`]: hub → broker, with pipelined publisher confirms.
+
+pub mod config;
+pub mod egress;
+pub mod format;
+pub mod ingress;
+pub mod rfc3339;
+pub mod session;
+pub mod topology;
+
+use std::sync::Arc;
+
+use switchyard_api::subscription::amqp_binding_key;
+use switchyard_api::{
+    BoxFuture, Bridge, BridgeContext, BridgeError, BridgeSpec, BridgeType, Format, Naming, Rule,
+    SettingError,
+};
+
+use crate::config::AmqpConfig;
+use crate::egress::{Outbox, Publisher};
+use crate::format::Codec;
+use crate::ingress::Ingress;
+
+/// The `amqp` bridge type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AmqpType;
+
+impl BridgeType for AmqpType {
+    fn type_name(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn naming(&self) -> Naming {
+        Naming::DOTTED
+    }
+
+    fn formats(&self) -> &'static [Format] {
+        &[Format::Raw, Format::Json, Format::FedoraMessaging]
+    }
+
+    fn build(
+        &self,
+        spec: &BridgeSpec,
+        settings: serde_json::Value,
+    ) -> Result<Box<dyn Bridge>, SettingError> {
+        let config = AmqpConfig::parse(settings)?;
+        if config.exchange.as_str().is_empty() && spec.rules.has_inbound() {
+            return Err(SettingError::new(
+                "exchange",
+                "in rules bind a queue to the exchange, and the default exchange (\"\") \
+                 cannot be bound; name an exchange such as \"amq.topic\"",
+            ));
+        }
+        Ok(Box::new(AmqpBridge {
+            config,
+            format: spec.format,
+        }))
+    }
+
+    fn is_server(&self) -> bool {
+        false
+    }
+
+    fn remote_subscription(&self, rule: &Rule) -> Option<String> {
+        Some(format!("binding key {}", amqp_binding_key(rule)))
+    }
+}
+
+/// One configured `amqp` bridge.
+#[derive(Debug)]
+pub struct AmqpBridge {
+    /// Its validated settings.
+    config: AmqpConfig,
+    /// Its payload format.
+    format: Format,
+}
+
+impl Bridge for AmqpBridge {
+    fn run(self: Arc<Self>, ctx: BridgeContext) -> BoxFuture<'static, Result<(), BridgeError>> {
+        Box::pin(async move { self.serve(ctx).await })
+    }
+}
+
+impl AmqpBridge {
+    /// One connection's life: connect, declare, move messages until the connection fails
+    /// or the hub stops.
+    async fn serve(&self, ctx: BridgeContext) -> Result<(), BridgeError> {
+        let name = self.config.connection_name(&ctx.hub_name, &ctx.name);
+        let connection = session::connect(&self.config, &name).await?;
+        let events = connection.events_listener();
+        // Outside `attach`, so that it survives `attach` being dropped on a failure.
+        let mut outbox = Outbox::default();
+        let outcome = tokio::select! {
+            result = self.attach(&connection, &ctx, &mut outbox) => result,
+            error = session::failed(events) => Err(error),
+        };
+        outbox.requeue(&ctx);
+        let reason = match outcome {
+            Ok(()) => "switchyard is stopping",
+            Err(_) => "switchyard is reconnecting",
+        };
+        session::close(&connection, reason).await;
+        outcome
+    }
+
+    /// Declares the topology, reports the bridge up, and runs both directions; messages
+    /// taken from the queue and not yet confirmed wait in `outbox`.
+    async fn attach(
+        &self,
+        connection: &lapin::Connection,
+        ctx: &BridgeContext,
+        outbox: &mut Outbox,
+    ) -> Result<(), BridgeError> {
+        let codec = Codec::new(
+            self.format,
+            Arc::clone(&ctx.hub_name),
+            self.config.persistent,
+        );
+        let publishes = ctx.rules.rules().iter().any(|rule| rule.direction.is_out());
+        let publishing = match publishes {
+            true => Some(egress::open(connection, &self.config).await?),
+            false => None,
+        };
+        let consuming = match ctx.rules.has_inbound() {
+            true => Some(ingress::open(connection, &self.config, ctx).await?),
+            false => None,
+        };
+        ctx.metrics.set_up(true);
+        tracing::info!(
+            bridge = %ctx.name,
+            "Connected to {}.",
+            session::describe(&self.config)
+        );
+        let egress = async {
+            match publishing {
+                Some(channel) => {
+                    let mut publisher = Publisher::new(channel, ctx, &self.config, codec.clone());
+                    publisher.run(outbox).await
+                }
+                None => {
+                    ctx.shutdown.cancelled().await;
+                    Ok(())
+                }
+            }
+        };
+        let ingress = async {
+            match consuming {
+                Some((channel, mut consumer)) => {
+                    Ingress::new(channel, ctx, codec.clone())
+                        .run(&mut consumer)
+                        .await
+                }
+                None => {
+                    ctx.shutdown.cancelled().await;
+                    Ok(())
+                }
+            }
+        };
+        tokio::try_join!(egress, ingress).map(|_| ())
+    }
+}
