@@ -21,6 +21,15 @@ fn check_describes_the_embedded_default() {
         "{stdout}"
     );
     assert!(stdout.contains("topics[0]: both \"#\" qos 1"), "{stdout}");
+    assert!(
+        stdout.contains("bridge gateway (zmq), format fedmsg"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bridge relay (zmq), format fedmsg")
+            && stdout.contains("-> subscribes to prefix \"\""),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -127,7 +136,15 @@ fn a_port_in_use_names_the_bridge_and_key() {
                 "SWITCHYARD_BRIDGES__MQTT__WS_LISTEN",
                 format!("127.0.0.1:{other}"),
             )
-            .env("SWITCHYARD_BRIDGES__FIREHOSE__LISTEN", "127.0.0.1:0"),
+            .env("SWITCHYARD_BRIDGES__FIREHOSE__LISTEN", "127.0.0.1:0")
+            .env(
+                "SWITCHYARD_BRIDGES__GATEWAY__BIND",
+                r#"["tcp://127.0.0.1:0"]"#,
+            )
+            .env(
+                "SWITCHYARD_BRIDGES__RELAY__BIND",
+                r#"["tcp://127.0.0.1:0"]"#,
+            ),
         std::time::Duration::from_secs(30),
     );
     let stderr = text(&output.stderr);
@@ -135,4 +152,24 @@ fn a_port_in_use_names_the_bridge_and_key() {
     assert!(stderr.contains("bridges.mqtt"), "{stderr}");
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
     assert!(stderr.contains("bridges.mqtt.listen"), "{stderr}");
+}
+
+#[test]
+fn every_example_configuration_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("config/ exists") {
+        let path = entry.expect("readable entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let output = run_hub_command(&["check", "-c", path.to_str().unwrap()]);
+        assert!(output.status.success(), "{}: {output:?}", path.display());
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "found only {checked} example configurations in {}",
+        dir.display()
+    );
 }

@@ -237,23 +237,32 @@ qos = 1
 }
 
 /// Adds QoS 1 stream messages (payload = sequence number) to `sequence` until all `count`
-/// numbers are in it.
-async fn collect_stream(
-    client: &mut MqttClient,
-    mut sequence: Vec<u32>,
-    count: u32,
-    awaited: &str,
-) -> Vec<u32> {
+/// numbers are in it, or until none arrives for a while (the caller then reports what is
+/// missing).
+async fn collect_stream(client: &mut MqttClient, mut sequence: Vec<u32>, count: u32) -> Vec<u32> {
     let mut distinct: HashSet<u32> = sequence.iter().copied().collect();
     while distinct.len() < count as usize {
-        let message = client
-            .next(&format!("{awaited}: {} of {count} so far", distinct.len()))
-            .await;
+        let Some(message) = client.try_next(Duration::from_secs(20)).await else {
+            break;
+        };
         let number: u32 = payload_text(&message).parse().expect("numeric payload");
         distinct.insert(number);
         sequence.push(number);
     }
     sequence
+}
+
+/// The numbers below `count` that never arrived.
+fn missing(sequence: &[u32], count: u32) -> Vec<u32> {
+    let seen: HashSet<u32> = sequence.iter().copied().collect();
+    (0..count).filter(|n| !seen.contains(n)).collect()
+}
+
+/// A short description of what is missing: how many, and the first few.
+fn describe_missing(sequence: &[u32], count: u32) -> String {
+    let gone = missing(sequence, count);
+    let first: Vec<u32> = gone.iter().copied().take(10).collect();
+    format!("{} missing, first {first:?}", gone.len())
 }
 
 /// Every number arrived, and duplicates aside, in the order it was published.
@@ -267,7 +276,8 @@ fn assert_complete_in_order(sequence: &[u32], count: u32, direction: &str) {
     assert_eq!(
         firsts.len(),
         count as usize,
-        "{direction}: messages missing"
+        "{direction}: {}",
+        describe_missing(sequence, count)
     );
     let out_of_order = firsts.windows(2).filter(|pair| pair[0] > pair[1]).count();
     assert_eq!(
@@ -276,13 +286,20 @@ fn assert_complete_in_order(sequence: &[u32], count: u32, direction: &str) {
     );
 }
 
+/// The central broker restarts while the hub moves 10,000 QoS 1 messages each way: up
+/// (site clients -> hub -> central) and down (a backlog queued on central for the hub's
+/// persistent session -> hub -> a second, stable "sink" broker). The test's own
+/// publishers never see the restart: the down stream is on the central broker (an observer
+/// proves it) before the hub drains it, and the up publisher talks to the hub.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_stream_loses_no_qos1_message() {
     const COUNT: u32 = 10_000;
-    let mut broker =
+    let mut central =
         Mosquitto::start_with("max_queued_messages 100000\nmax_inflight_messages 100\n");
+    let sink = Mosquitto::start();
     let [admin, local] = free_ports::<2>();
-    let rules = r##"
+    let rules = format!(
+        r##"
 [[bridges.central.topics]]
 pattern = "up/#"
 direction = "out"
@@ -292,53 +309,88 @@ qos = 1
 pattern = "down/#"
 direction = "in"
 qos = 1
-"##;
-    let hub = Hub::start(
-        &hub_config(admin, local, &broker.url(), "clean_session = false", rules),
-        admin,
-    );
-    let mut remote_sub = MqttClient::connect_with(broker.port(), "remote-sub", false).await;
-    remote_sub.subscribe("up/#", 1).await;
-    let mut local_sub = MqttClient::connect(local, "local-sub").await;
-    local_sub.subscribe("down/#", 1).await;
-    let local_pub = MqttClient::connect(local, "local-pub").await;
-    let remote_pub = MqttClient::connect_with(broker.port(), "remote-pub", false).await;
 
-    let publishers = tokio::spawn(async move {
+[bridges.sink]
+type = "mqtt"
+url = "{}"
+reconnect = {{ initial = "100ms", max = "1s" }}
+
+[[bridges.sink.topics]]
+pattern = "down/#"
+direction = "out"
+qos = 1
+"##,
+        sink.url()
+    );
+    let config = hub_config(
+        admin,
+        local,
+        &central.url(),
+        "clean_session = false",
+        &rules,
+    );
+    let mut hub = Hub::start(&config, admin);
+    let mut sink_view = MqttClient::connect(sink.port(), "sink-observer").await;
+    sink_view.subscribe("down/#", 1).await;
+    let mut remote_sub = MqttClient::connect_with(central.port(), "remote-sub", false).await;
+    remote_sub.subscribe("up/#", 1).await;
+
+    // The down stream waits on the central broker for the hub's session.
+    hub.stop_async().await;
+    let mut central_view = MqttClient::connect_with(central.port(), "down-observer", false).await;
+    central_view.subscribe("down/#", 1).await;
+    let remote_pub = MqttClient::connect(central.port(), "remote-pub").await;
+    for number in 0..COUNT {
+        remote_pub
+            .publish("down/stream", 1, false, number.to_string())
+            .await;
+    }
+    let on_central = collect_stream(&mut central_view, Vec::new(), COUNT).await;
+    assert!(
+        missing(&on_central, COUNT).is_empty(),
+        "the central broker holds the whole down stream: {}",
+        describe_missing(&on_central, COUNT)
+    );
+    // Whatever the central broker delivers of the up stream to an independent subscriber:
+    // if the test's subscriber misses more than this one, the loss is not the hub's.
+    let mut up_view = MqttClient::connect_with(central.port(), "up-observer", false).await;
+    up_view.subscribe("up/#", 1).await;
+
+    tokio::task::block_in_place(|| hub.restart());
+    let local_pub = MqttClient::connect(local, "local-pub").await;
+    let up_publisher = tokio::spawn(async move {
         for number in 0..COUNT {
             local_pub
                 .publish("up/stream", 1, false, number.to_string())
                 .await;
-            remote_pub
-                .publish("down/stream", 1, false, number.to_string())
-                .await;
         }
-        (local_pub, remote_pub)
+        local_pub
     });
-    // Let a fifth of the stream through, then restart the central broker under it.
-    let mut up = Vec::new();
-    while up.len() < (COUNT / 5) as usize {
-        let message = remote_sub.next("the first part of the up stream").await;
-        up.push(
-            payload_text(&message)
-                .parse::<u32>()
-                .expect("numeric payload"),
-        );
-    }
-    broker = tokio::task::spawn_blocking(move || {
-        broker.restart();
-        broker
+    // Restart the central broker once a fifth of the down stream has crossed.
+    let down = collect_stream_until(&mut sink_view, (COUNT / 5) as usize).await;
+    central = tokio::task::spawn_blocking(move || {
+        central.restart();
+        central
     })
     .await
-    .expect("restart the broker");
+    .expect("restart the central broker");
 
-    let (up, down) = tokio::join!(
-        collect_stream(&mut remote_sub, up, COUNT, "up stream after the restart"),
-        collect_stream(&mut local_sub, Vec::new(), COUNT, "down stream"),
+    let (up, down, up_observed) = tokio::join!(
+        collect_stream(&mut remote_sub, Vec::new(), COUNT),
+        collect_stream(&mut sink_view, down, COUNT),
+        collect_stream(&mut up_view, Vec::new(), COUNT),
     );
-    let _publishers = publishers.await.expect("publishers finished");
+    let _local_pub = up_publisher.await.expect("the up publisher finished");
+    let sent = hub
+        .metric_async(r#"switchyard_messages_sent_total{bridge="central"}"#)
+        .await;
+    eprintln!(
+        "up: subscriber {}, observer {}; hub sent {sent:?} to central",
+        describe_missing(&up, COUNT),
+        describe_missing(&up_observed, COUNT)
+    );
     assert_complete_in_order(&up, COUNT, "site -> central");
-    assert_complete_in_order(&down, COUNT, "central -> site");
+    assert_complete_in_order(&down, COUNT, "central -> hub -> sink");
     let reconnects = hub
         .wait_for_metric_async(
             r#"switchyard_bridge_reconnects_total{bridge="central"}"#,
@@ -351,7 +403,17 @@ qos = 1
         up.len(),
         down.len()
     );
-    drop(broker);
+    drop(central);
+}
+
+/// The first `count` stream numbers a subscriber receives.
+async fn collect_stream_until(client: &mut MqttClient, count: usize) -> Vec<u32> {
+    let mut sequence = Vec::with_capacity(count);
+    while sequence.len() < count {
+        let message = client.next("the first part of the stream").await;
+        sequence.push(payload_text(&message).parse().expect("numeric payload"));
+    }
+    sequence
 }
 
 #[tokio::test]

@@ -45,7 +45,26 @@ impl MqttClient {
     /// Connects, keeping a session on the broker when `clean` is false. The client
     /// reconnects by itself if the broker goes away.
     pub async fn connect_with(port: u16, client_id: &str, clean: bool) -> MqttClient {
+        MqttClient::connect_with_options(port, client_id, clean, None).await
+    }
+
+    /// A publisher whose messages reach the broker in the order sent even across a broker
+    /// restart: one QoS 1 message in flight at a time (rumqttc resends unacknowledged
+    /// messages by packet id, which reorders a wider window once ids wrap around).
+    pub async fn ordered_publisher(port: u16, client_id: &str) -> MqttClient {
+        MqttClient::connect_with_options(port, client_id, false, Some(1)).await
+    }
+
+    async fn connect_with_options(
+        port: u16,
+        client_id: &str,
+        clean: bool,
+        inflight: Option<u16>,
+    ) -> MqttClient {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        if let Some(inflight) = inflight {
+            options.set_outgoing_inflight_upper_limit(inflight);
+        }
         options.set_clean_start(clean);
         options.set_keep_alive(Duration::from_secs(5));
         if !clean {
@@ -139,6 +158,14 @@ impl MqttClient {
             .await
             .unwrap_or_else(|_| panic!("no message ({awaited}) within {MESSAGE_TIMEOUT:?}"))
             .expect("the client task ended")
+    }
+
+    /// The next message within `timeout`, if any.
+    pub async fn try_next(&mut self, timeout: Duration) -> Option<Received> {
+        tokio::time::timeout(timeout, self.messages.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Messages until one on `topic` arrives (returned last), or a panic.

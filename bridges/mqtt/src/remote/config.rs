@@ -107,9 +107,11 @@ impl BrokerAddress {
         let default_port = match scheme {
             "mqtt" => 1883,
             "ws" => 80,
-            "mqtts" | "wss" => return Err(format!(
+            "mqtts" | "wss" => {
+                return Err(format!(
                 "{scheme}:// needs TLS, which this version does not have yet; use mqtt:// or ws://"
-            )),
+            ))
+            }
             other => return Err(format!("expected mqtt:// or ws://, found {other}://")),
         };
         let (host, port) = match authority.rsplit_once(':') {

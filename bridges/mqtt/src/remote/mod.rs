@@ -113,12 +113,20 @@ impl RemoteBridge {
             .serve(ctx, &*client, &mut events, &mut egress, state.as_ref())
             .await;
         egress.give_back(ctx);
-        if matches!(result, Ok(Ok(()))) {
+        let flushed = if matches!(result, Ok(Ok(()))) {
             // Stopping: let the last state message and DISCONNECT reach the broker.
-            let _ = tokio::time::timeout(FLUSH_ON_STOP, &mut poller).await;
-        }
-        poller.abort();
-        let result = match (result, poller.await) {
+            tokio::time::timeout(FLUSH_ON_STOP, &mut poller).await.ok()
+        } else {
+            None
+        };
+        let ended = match flushed {
+            Some(ended) => ended,
+            None => {
+                poller.abort();
+                poller.await
+            }
+        };
+        let result = match (result, ended) {
             // The events stopped because the connection ended: report why.
             (Err(ConnectionEnded), Ok(reason)) => Err(reason),
             (Err(ConnectionEnded), Err(_)) => Err(BridgeError::Protocol(
