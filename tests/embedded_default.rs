@@ -26,8 +26,16 @@ struct Ports {
 }
 
 fn start_default() -> (Hub, Ports) {
-    let [admin, mqtt, mqtt_ws, firehose] = free_ports::<4>();
+    let [admin, mqtt, mqtt_ws, firehose, gateway, relay] = free_ports::<6>();
     let hub = Hub::builder(admin)
+        .env(
+            "SWITCHYARD_BRIDGES__GATEWAY__BIND",
+            &format!("[\"tcp://127.0.0.1:{gateway}\"]"),
+        )
+        .env(
+            "SWITCHYARD_BRIDGES__RELAY__BIND",
+            &format!("[\"tcp://127.0.0.1:{relay}\"]"),
+        )
         .env("SWITCHYARD_ADMIN__LISTEN", &format!("127.0.0.1:{admin}"))
         .env(
             "SWITCHYARD_BRIDGES__MQTT__LISTEN",
@@ -345,4 +353,24 @@ qos = 1
             .await,
         Some(1.0)
     );
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_and_closes_clients() {
+    let (mut hub, ports) = start_default();
+    let mut ws = websocket(ports.firehose, "").await;
+    subscribe(&mut ws, "#").await;
+    let status = hub.stop_async().await;
+    assert!(status.success(), "the hub exits with 0 on SIGTERM: {status}");
+    // The firehose client is told, rather than left hanging on a dead socket.
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket client saw the connection end");
 }
