@@ -9,6 +9,8 @@ const TYPES: &[&dyn BridgeType] = &[
     &switchyard_mqtt::remote::MqttClientType,
     &switchyard_websocket::WebSocketServerType,
     &switchyard_amqp::AmqpType,
+    &switchyard_redis::RedisType,
+    &switchyard_zmq::ZmqType,
 ];
 
 /// The type called `name`.

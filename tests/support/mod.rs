@@ -13,6 +13,10 @@
 //!   that stop or restart "the remote broker".
 //! - [`proxy`]: [`proxy::TcpProxy`], a TCP forwarder to a shared broker that a test can
 //!   start late or cut, so one hub's connection fails without disturbing other tests.
+//! - [`redis`]: [`redis::RedisServer`], a private redis-server on a free port, with
+//!   `redis-cli` and redis-py clients.
+//! - [`rabbitmq`]: [`rabbitmq::Rabbit`], a lapin client of the shared RabbitMQ, and
+//!   `rabbitmqctl` helpers (queue counts, closing one named connection).
 //!
 //! Tests never skip silently: a missing tool panics with the command that installs it
 //! (`scripts/test`). Every wait is bounded, and the panic says what was awaited.
@@ -29,6 +33,8 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod process;
 pub mod proxy;
+pub mod rabbitmq;
+pub mod redis;
 
 #[allow(unused_imports)]
 pub use hub::{hub_command, run_hub_command, Hub, HubBuilder};

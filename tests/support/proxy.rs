@@ -39,7 +39,9 @@ struct Shared {
 
 impl Shared {
     fn open(&self) -> MutexGuard<'_, Vec<TcpStream>> {
-        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn close_all(&self) {
@@ -119,7 +121,9 @@ fn forward(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> io:
     let server = TcpStream::connect_timeout(&upstream, UPSTREAM_CONNECT_TIMEOUT)?;
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
-    shared.open().extend([client.try_clone()?, server.try_clone()?]);
+    shared
+        .open()
+        .extend([client.try_clone()?, server.try_clone()?]);
     let (client_read, server_write) = (client.try_clone()?, server.try_clone()?);
     thread::spawn(move || copy(client_read, server_write));
     thread::spawn(move || copy(server, client));

@@ -27,6 +27,27 @@ pub enum CodecError {
     Malformed(String),
 }
 
+/// Why a CONNECT is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectRefusal {
+    /// `max_connections` clients are connected (3.1.1: "server unavailable"; 5: "quota
+    /// exceeded").
+    Full,
+    /// The access policy said no (3.1.1: "not authorized"; 5: "not authorized").
+    NotAuthorized,
+}
+
+/// The answer to one filter of a SUBSCRIBE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granted {
+    /// Subscribed, with this QoS.
+    Qos(u8),
+    /// The filter is not a valid topic filter.
+    Invalid,
+    /// The access policy said no.
+    NotAuthorized,
+}
+
 /// The MQTT version a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -209,18 +230,28 @@ impl Protocol {
         }
     }
 
-    /// CONNACK refusing a client because the server has too many (3.1.1: "server
-    /// unavailable"; 5: "quota exceeded").
-    pub fn encode_connack_full(self, buffer: &mut BytesMut) -> Result<(), CodecError> {
+    /// CONNACK refusing a client, then the server closes the connection.
+    pub fn encode_connack_refused(
+        self,
+        buffer: &mut BytesMut,
+        refusal: ConnectRefusal,
+    ) -> Result<(), CodecError> {
         match self {
             Protocol::V4 => {
-                let connack = v4::ConnAck::new(v4::ConnectReturnCode::ServiceUnavailable, false);
-                v4_write(&v4::Packet::ConnAck(connack), buffer)
+                let code = match refusal {
+                    ConnectRefusal::Full => v4::ConnectReturnCode::ServiceUnavailable,
+                    ConnectRefusal::NotAuthorized => v4::ConnectReturnCode::NotAuthorized,
+                };
+                v4_write(&v4::Packet::ConnAck(v4::ConnAck::new(code, false)), buffer)
             }
             Protocol::V5 => {
+                let code = match refusal {
+                    ConnectRefusal::Full => v5::ConnectReturnCode::QuotaExceeded,
+                    ConnectRefusal::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
+                };
                 let connack = v5::ConnAck {
                     session_present: false,
-                    code: v5::ConnectReturnCode::QuotaExceeded,
+                    code,
                     properties: None,
                 };
                 v5_write(&v5::Packet::ConnAck(connack), buffer, None)
@@ -322,20 +353,23 @@ impl Protocol {
         }
     }
 
-    /// SUBACK: per filter the granted QoS, or `None` for a refused filter.
+    /// SUBACK: per filter the granted QoS or why it was refused. MQTT 3.1.1 has one
+    /// failure code (0x80) for every refusal.
     pub fn encode_suback(
         self,
         buffer: &mut BytesMut,
         pkid: u16,
-        granted: &[Option<u8>],
+        granted: &[Granted],
     ) -> Result<(), CodecError> {
         match self {
             Protocol::V4 => {
                 let codes = granted
                     .iter()
-                    .map(|qos| match qos {
-                        Some(qos) => v4::SubscribeReasonCode::Success(v4_qos(*qos)),
-                        None => v4::SubscribeReasonCode::Failure,
+                    .map(|granted| match granted {
+                        Granted::Qos(qos) => v4::SubscribeReasonCode::Success(v4_qos(*qos)),
+                        Granted::Invalid | Granted::NotAuthorized => {
+                            v4::SubscribeReasonCode::Failure
+                        }
                     })
                     .collect();
                 v4_write(&v4::Packet::SubAck(v4::SubAck::new(pkid, codes)), buffer)
@@ -343,9 +377,10 @@ impl Protocol {
             Protocol::V5 => {
                 let return_codes = granted
                     .iter()
-                    .map(|qos| match qos {
-                        Some(qos) => v5::SubscribeReasonCode::Success(v5_qos(*qos)),
-                        None => v5::SubscribeReasonCode::TopicFilterInvalid,
+                    .map(|granted| match granted {
+                        Granted::Qos(qos) => v5::SubscribeReasonCode::Success(v5_qos(*qos)),
+                        Granted::Invalid => v5::SubscribeReasonCode::TopicFilterInvalid,
+                        Granted::NotAuthorized => v5::SubscribeReasonCode::NotAuthorized,
                     })
                     .collect();
                 let suback = v5::SubAck {

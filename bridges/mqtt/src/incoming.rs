@@ -12,6 +12,8 @@ use crate::codec::CodecError;
 pub struct Connect {
     /// The client identifier; may be empty (the server then assigns one).
     pub client_id: String,
+    /// The user name, if the client gave one (for [`crate::access`]).
+    pub username: Option<String>,
     /// Seconds between control packets the client promised; 0 = no keepalive.
     pub keep_alive: u16,
     /// The message to publish when the connection ends without DISCONNECT.
@@ -116,6 +118,7 @@ pub(crate) fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
     Ok(match packet {
         v4::Packet::Connect(connect) => Incoming::Connect(Connect {
             client_id: connect.client_id,
+            username: connect.login.map(|login| login.username),
             keep_alive: connect.keep_alive,
             will: connect.last_will.map(|will| Will {
                 topic: will.topic,
@@ -171,7 +174,7 @@ pub(crate) fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
 
 pub(crate) fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
     Ok(match packet {
-        v5::Packet::Connect(connect, will, _login) => {
+        v5::Packet::Connect(connect, will, login) => {
             let will = match will {
                 Some(will) => Some(Will {
                     topic: utf8(will.topic, "will topic")?,
@@ -188,6 +191,7 @@ pub(crate) fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
             let properties = connect.properties.as_ref();
             Incoming::Connect(Connect {
                 client_id: connect.client_id,
+                username: login.map(|login| login.username),
                 keep_alive: connect.keep_alive,
                 will,
                 receive_maximum: properties.and_then(|p| p.receive_maximum),

@@ -1,9 +1,10 @@
-//! Client PUBLISH (and will messages) into the hub: topic checks, the bridge's `in` rules,
-//! and the acknowledgements that wait for the hub's destinations without holding up the
+//! Client PUBLISH (and will messages) into the hub: topic checks, the access policy, the
+//! bridge's `in` rules, and the acknowledgements that wait for the hub's destinations without holding up the
 //! connection's read loop.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -15,6 +16,7 @@ use switchyard_api::{
     Ack, AckOutcome, AckReceiver, BridgeContext, DropReason, Message, QoS, Topic,
 };
 
+use crate::access::{Access, Identity};
 use crate::alias::{AliasError, TopicAliases};
 use crate::incoming::{Publish, Will};
 
@@ -34,7 +36,8 @@ pub struct Settled {
     pub pkid: u16,
     /// QoS 2: answer with PUBREC instead of PUBACK.
     pub exactly_once: bool,
-    /// No `in` rule took the topic (MQTT 5 answers "not authorized").
+    /// The access policy or the `in` rules refused the topic (MQTT 5 answers "not
+    /// authorized").
     pub denied: bool,
     /// Every destination has the message; false: leave it unacknowledged.
     pub delivered: bool,
@@ -66,6 +69,10 @@ impl Future for PendingAck {
 pub struct Ingress {
     /// The connection, recorded as each message's sender (for MQTT 5 no-local).
     connection: ConnectionId,
+    /// The client, for the access policy.
+    identity: Arc<Identity>,
+    /// Decides which topics the client may publish to.
+    access: Arc<dyn Access>,
     /// Largest payload accepted.
     max_payload: usize,
     /// MQTT 5 topic aliases the client defined.
@@ -76,10 +83,17 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    /// The ingress side of connection `connection`.
-    pub fn new(connection: ConnectionId, max_payload: usize) -> Self {
+    /// The ingress side of connection `connection`, whose client is `identity`.
+    pub fn new(
+        connection: ConnectionId,
+        identity: Arc<Identity>,
+        access: Arc<dyn Access>,
+        max_payload: usize,
+    ) -> Self {
         Self {
             connection,
+            identity,
+            access,
             max_payload,
             aliases: TopicAliases::default(),
             pending: FuturesOrdered::new(),
@@ -154,7 +168,7 @@ impl Ingress {
             denied: false,
             delivered: true,
         };
-        let receiver = match incoming.into_message(ctx, self.connection) {
+        let receiver = match self.to_message(ctx, incoming) {
             Ok(message) if message.qos == QoS::AtLeastOnce && publish.qos > 0 => {
                 let (ack, receiver) = Ack::new();
                 ctx.publish(message, Some(ack)).await;
@@ -176,28 +190,6 @@ impl Ingress {
     }
 }
 
-/// Publishes a will message through the same rules as a PUBLISH (without waiting for
-/// acknowledgement: nobody is left to acknowledge).
-pub async fn publish_will(ctx: &BridgeContext, connection: ConnectionId, will: Will) {
-    if let Err(error) = validate_topic_name(&will.topic) {
-        ctx.metrics.dropped(
-            DropReason::Invalid,
-            format_args!("a client's will has an invalid topic ({error})"),
-        );
-        return;
-    }
-    let incoming = Incoming {
-        topic: &will.topic,
-        payload: will.payload,
-        qos: will.qos,
-        retain: will.retain,
-        user_properties: will.user_properties,
-    };
-    if let Ok(message) = incoming.into_message(ctx, connection) {
-        ctx.publish(message, None).await;
-    }
-}
-
 /// A message as a client sent it, topic already checked.
 struct Incoming<'a> {
     topic: &'a str,
@@ -207,14 +199,40 @@ struct Incoming<'a> {
     user_properties: Vec<(String, String)>,
 }
 
-impl Incoming<'_> {
-    /// The hub message, or why it was dropped (already counted).
-    fn into_message(
-        self,
-        ctx: &BridgeContext,
-        connection: ConnectionId,
-    ) -> Result<Message, DropReason> {
-        let Some(inbound) = ctx.rules.inbound(self.topic) else {
+impl Ingress {
+    /// Publishes the client's will message through the same checks as a PUBLISH (without
+    /// waiting for acknowledgement: nobody is left to acknowledge).
+    pub async fn publish_will(&self, ctx: &BridgeContext, will: Will) {
+        if let Err(error) = validate_topic_name(&will.topic) {
+            ctx.metrics.dropped(
+                DropReason::Invalid,
+                format_args!("a client's will has an invalid topic ({error})"),
+            );
+            return;
+        }
+        let incoming = Incoming {
+            topic: &will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            user_properties: will.user_properties,
+        };
+        if let Ok(message) = self.to_message(ctx, incoming) {
+            ctx.publish(message, None).await;
+        }
+    }
+
+    /// The hub message, or why it was dropped (already counted). Every message a client
+    /// sends passes here: the access policy first, then the bridge's `in` rules.
+    fn to_message(&self, ctx: &BridgeContext, incoming: Incoming) -> Result<Message, DropReason> {
+        if !self.access.may_publish(&self.identity, incoming.topic) {
+            ctx.metrics.dropped(
+                DropReason::Denied,
+                "a client published to a topic it is not allowed to publish to",
+            );
+            return Err(DropReason::Denied);
+        }
+        let Some(inbound) = ctx.rules.inbound(incoming.topic) else {
             ctx.metrics.dropped(
                 DropReason::Denied,
                 "a client published to a topic no `in` rule of this bridge accepts",
@@ -228,7 +246,7 @@ impl Incoming<'_> {
             );
             DropReason::Invalid
         })?;
-        let looped = originated_at(&self.user_properties, &ctx.hub_name);
+        let looped = originated_at(&incoming.user_properties, &ctx.hub_name);
         if looped {
             ctx.metrics.dropped(
                 DropReason::Loop,
@@ -236,12 +254,12 @@ impl Incoming<'_> {
             );
             return Err(DropReason::Loop);
         }
-        let mut message = Message::new(topic, self.payload);
-        message.headers = self.user_properties;
+        let mut message = Message::new(topic, incoming.payload);
+        message.headers = incoming.user_properties;
         message.take_hops_header();
-        message.qos = QoS::from_level(self.qos).min(inbound.qos);
-        message.retain = self.retain;
-        message.sender = connection;
+        message.qos = QoS::from_level(incoming.qos).min(inbound.qos);
+        message.retain = incoming.retain;
+        message.sender = self.connection;
         Ok(message)
     }
 }

@@ -13,12 +13,14 @@
 //! - [`listener`]: accept loops (TCP and WebSocket), one task per connection.
 //! - [`websocket`]: the WebSocket handshake and the byte-stream adapter.
 //! - [`session`]: one connection from CONNECT to close.
+//! - [`access`]: who may connect, publish and subscribe (the hook for users and ACLs).
 //! - [`clients`]: connected client identifiers: the connection limit and takeover.
 //! - [`ingress`]: client PUBLISH and will messages into the hub, with acknowledgements.
 //! - [`egress`]: hub messages out to a client: packet identifiers, in-flight window.
 //! - [`alias`]: MQTT 5 topic aliases from clients.
 //! - [`remote`]: the `mqtt` bridge, a client of a remote broker.
 
+pub mod access;
 pub mod alias;
 pub mod clients;
 pub mod codec;
@@ -44,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::access::{Access, AllowAll};
 use crate::clients::ConnectedClients;
 use crate::config::MqttServerSettings;
 use crate::listener::{accept_loop, Transport};
@@ -93,6 +96,8 @@ pub struct MqttServer {
     settings: Arc<MqttServerSettings>,
     /// The bound listeners, once [`Bridge::open`] ran.
     listeners: Mutex<Vec<(Transport, Arc<TcpListener>)>>,
+    /// Who may connect, publish and subscribe.
+    access: Arc<dyn Access>,
 }
 
 impl MqttServer {
@@ -102,7 +107,15 @@ impl MqttServer {
             name: name.to_owned(),
             settings: Arc::new(settings),
             listeners: Mutex::new(Vec::new()),
+            access: Arc::new(AllowAll),
         }
+    }
+
+    /// Replaces the access policy (by default [`AllowAll`]).
+    #[must_use]
+    pub fn with_access(mut self, access: Arc<dyn Access>) -> Self {
+        self.access = access;
+        self
     }
 
     fn lock_listeners(&self) -> MutexGuard<'_, Vec<(Transport, Arc<TcpListener>)>> {
@@ -169,6 +182,7 @@ impl Bridge for MqttServer {
                     Arc::clone(&ctx.metrics),
                 ),
                 clients: ConnectedClients::new(settings.max_connections),
+                access: Arc::clone(&self.access),
                 settings,
                 ctx: ctx.clone(),
             });

@@ -21,12 +21,15 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::access::{Access, Identity};
 use crate::clients::{Admission, ConnectedClients};
-use crate::codec::{peek_protocol_level, unsupported_version_connack, CodecError, Protocol};
+use crate::codec::{
+    peek_protocol_level, unsupported_version_connack, CodecError, ConnectRefusal, Granted, Protocol,
+};
 use crate::config::MqttServerSettings;
 use crate::egress::Egress;
 use crate::incoming::{Connect, FilterRequest, Incoming};
-use crate::ingress::{publish_will, Ingress, Settled, Violation};
+use crate::ingress::{Ingress, Settled, Violation};
 
 /// Smallest read; idle connections hold no more than this for input.
 const MIN_READ: usize = 512;
@@ -47,6 +50,8 @@ pub struct Broker {
     pub registry: ClientRegistry,
     /// Connected client identifiers (limit and takeover).
     pub clients: ConnectedClients,
+    /// Who may connect, publish and subscribe.
+    pub access: Arc<dyn Access>,
 }
 
 /// Why a session ended.
@@ -153,25 +158,31 @@ where
     } else {
         (connect.client_id.clone(), None)
     };
+    let identity = Arc::new(Identity {
+        client_id,
+        username: connect.username.clone(),
+    });
+    if !broker.access.may_connect(&identity) {
+        broker.registry.remove(connection);
+        debug!(bridge = %broker.ctx.name, client = %identity.client_id, "Refused a client the access policy does not allow.");
+        return refuse_connect(transport, protocol, ConnectRefusal::NotAuthorized).await;
+    }
     let taken_over = CancellationToken::new();
-    let mut output = BytesMut::new();
     match broker
         .clients
-        .admit(&client_id, connection, taken_over.clone())
+        .admit(&identity.client_id, connection, taken_over.clone())
     {
         Admission::Full => {
             broker.registry.remove(connection);
             debug!(bridge = %broker.ctx.name, "Refused a client: max_connections reached.");
-            if protocol.encode_connack_full(&mut output).is_ok() {
-                let _ = timeout(GOODBYE_TIMEOUT, write_out(&mut transport, &output)).await;
-            }
-            return;
+            return refuse_connect(transport, protocol, ConnectRefusal::Full).await;
         }
         Admission::TookOver => {
-            debug!(bridge = %broker.ctx.name, client = %client_id, "A client reconnected; closing its older connection.");
+            debug!(bridge = %broker.ctx.name, client = %identity.client_id, "A client reconnected; closing its older connection.");
         }
         Admission::Admitted => {}
     }
+    let mut output = BytesMut::new();
     broker.ctx.metrics.connection_opened();
     let receive_maximum = u16::try_from(settings.max_inflight).unwrap_or(u16::MAX);
     let accepted = protocol.encode_connack_accepted(
@@ -187,7 +198,13 @@ where
             connect.receive_maximum,
             connect.maximum_packet_size,
         ),
-        ingress: Ingress::new(connection, settings.max_payload_bytes()),
+        ingress: Ingress::new(
+            connection,
+            Arc::clone(&identity),
+            Arc::clone(&broker.access),
+            settings.max_payload_bytes(),
+        ),
+        identity: Arc::clone(&identity),
         keep_alive: (connect.keep_alive > 0)
             .then(|| Duration::from_secs(u64::from(connect.keep_alive)) * 3 / 2),
         broker: Arc::clone(&broker),
@@ -204,13 +221,27 @@ where
     };
     session.finish(&ending).await;
     broker.registry.remove(connection);
-    broker.clients.leave(&client_id, connection);
+    broker.clients.leave(&identity.client_id, connection);
     broker.ctx.metrics.connection_closed();
-    debug!(bridge = %broker.ctx.name, client = %client_id, "A client connection ended: {ending}.");
+    debug!(bridge = %broker.ctx.name, client = %identity.client_id, "A client connection ended: {ending}.");
     if ending.publishes_will() {
         if let Some(will) = connect.will {
-            publish_will(&broker.ctx, connection, will).await;
+            session.ingress.publish_will(&broker.ctx, will).await;
         }
+    }
+}
+
+/// Answers a CONNECT with a refusal; the connection then closes.
+async fn refuse_connect<T>(mut transport: T, protocol: Protocol, refusal: ConnectRefusal)
+where
+    T: AsyncWrite + Unpin,
+{
+    let mut output = BytesMut::new();
+    if protocol
+        .encode_connack_refused(&mut output, refusal)
+        .is_ok()
+    {
+        let _ = timeout(GOODBYE_TIMEOUT, write_out(&mut transport, &mut output)).await;
     }
 }
 
@@ -253,7 +284,7 @@ where
             debug!(bridge = %ctx.name, level, "Refused a client speaking an unsupported MQTT version.");
             let mut output = BytesMut::new();
             unsupported_version_connack(&mut output);
-            let _ = timeout(GOODBYE_TIMEOUT, write_out(&mut transport, &output)).await;
+            let _ = timeout(GOODBYE_TIMEOUT, write_out(&mut transport, &mut output)).await;
         }
         Refusal::Codec(CodecError::TooLarge(size)) => ctx.metrics.dropped(
             DropReason::TooLarge,
@@ -270,8 +301,14 @@ where
     }
 }
 
-async fn write_out<T: AsyncWrite + Unpin>(transport: &mut T, bytes: &[u8]) -> std::io::Result<()> {
-    transport.write_all(bytes).await?;
+/// Writes and consumes `bytes`. Cancel-safe: when the future is dropped half-way,
+/// `bytes` holds exactly what was not written yet, so the session's last words never
+/// repeat the start of a packet the client already received.
+async fn write_out<T: AsyncWrite + Unpin>(
+    transport: &mut T,
+    bytes: &mut BytesMut,
+) -> std::io::Result<()> {
+    transport.write_all_buf(bytes).await?;
     transport.flush().await
 }
 
@@ -281,6 +318,8 @@ struct Session<T> {
     transport: T,
     protocol: Protocol,
     connection: ConnectionId,
+    /// The client, for the access policy.
+    identity: Arc<Identity>,
     /// Bytes read and not yet decoded.
     input: BytesMut,
     /// Bytes encoded and not yet written.
@@ -368,7 +407,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             () = shutdown.cancelled() => return Err(Ending::Shutdown),
             () = taken_over.cancelled() => return Err(Ending::TakenOver),
             () = handle.kicked.cancelled() => return Err(Ending::Kicked),
-            written = write_out(&mut self.transport, &self.output) => written,
+            written = write_out(&mut self.transport, &mut self.output) => written,
             () = sleep_until(expiry), if deadline.is_some() => return Err(Ending::KeepAliveExpired),
         };
         written.map_err(Ending::Failed)?;
@@ -476,9 +515,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         let mut retained = Vec::new();
         for request in filters {
             let Ok(filter) = TopicFilter::new(&request.path) else {
-                granted.push(None);
+                granted.push(Granted::Invalid);
                 continue;
             };
+            if !broker.access.may_subscribe(&self.identity, &request.path) {
+                debug!(bridge = %broker.ctx.name, client = %self.identity.client_id, "Refused a subscription the access policy does not allow.");
+                granted.push(Granted::NotAuthorized);
+                continue;
+            }
             let qos = QoS::from_level(request.qos);
             let options = SubscriptionOptions {
                 qos,
@@ -487,7 +531,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             broker.registry.subscribe(self.connection, &filter, options);
             self.egress
                 .set_retain_as_published(&filter, request.retain_as_published);
-            granted.push(Some(qos.level()));
+            granted.push(Granted::Qos(qos.level()));
             if request.send_retained {
                 retained.extend(broker.registry.retained_for(&broker.ctx, &filter, qos));
             }
@@ -524,7 +568,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         }
         let goodbye = async {
             if !self.output.is_empty() {
-                write_out(&mut self.transport, &self.output).await?;
+                write_out(&mut self.transport, &mut self.output).await?;
             }
             self.transport.shutdown().await
         };

@@ -16,6 +16,7 @@ use switchyard_api::{
     LatencyHistogram, Message, Naming, Outbound, OutboundQueue, Overflow, QueueLimits, Router,
     Rule, RuleConfig, RuleSet,
 };
+use switchyard_mqtt::access::{Access, AllowAll, Identity};
 use switchyard_mqtt::config::MqttServerSettings;
 use switchyard_mqtt::{MqttServer, MqttServerType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,6 +80,10 @@ struct Harness {
 
 impl Harness {
     async fn start(extra: serde_json::Value) -> Harness {
+        Harness::start_with_access(extra, Arc::new(AllowAll)).await
+    }
+
+    async fn start_with_access(extra: serde_json::Value, access: Arc<dyn Access>) -> Harness {
         let mut settings = json!({"listen": "127.0.0.1:0", "ws_listen": "127.0.0.1:0"});
         if let (Some(settings), Some(extra)) = (settings.as_object_mut(), extra.as_object()) {
             settings.extend(extra.clone());
@@ -103,7 +108,7 @@ impl Harness {
         // ports it bound.
         MqttServerType.build(&spec, settings.clone()).unwrap();
         let settings = MqttServerSettings::parse(settings).unwrap();
-        let mut bridge = MqttServer::new(&spec.name, settings);
+        let mut bridge = MqttServer::new(&spec.name, settings).with_access(access);
         bridge.open().await.unwrap();
         let (tcp, ws) = bridge.local_addrs();
         let (tcp, ws) = (tcp.unwrap(), ws.unwrap());
@@ -620,5 +625,105 @@ async fn an_unsupported_protocol_level_is_refused_with_connack_1() {
         .expect("the server answers and closes")
         .unwrap();
     assert_eq!(answer, [0x20, 0x02, 0x00, 0x01]);
+    harness.stop().await;
+}
+
+/// Denies client `intruder` and everything under `secret/`.
+struct DenySecrets;
+
+impl Access for DenySecrets {
+    fn may_connect(&self, client: &Identity) -> bool {
+        client.client_id != "intruder"
+    }
+
+    fn may_publish(&self, _client: &Identity, topic: &str) -> bool {
+        !topic.starts_with("secret/")
+    }
+
+    fn may_subscribe(&self, _client: &Identity, filter: &str) -> bool {
+        !filter.starts_with("secret/")
+    }
+}
+
+#[tokio::test]
+async fn the_access_policy_decides_connect_publish_and_subscribe() {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, PubAckReason, SubscribeReasonCode};
+    use rumqttc::v5::mqttbytes::QoS as V5QoS;
+
+    let harness = Harness::start_with_access(json!({}), Arc::new(DenySecrets)).await;
+    // CONNECT: refused with "not authorized", and closed.
+    let mut intruder = TcpStream::connect(harness.tcp).await.unwrap();
+    intruder.write_all(&raw_connect("intruder")).await.unwrap();
+    let mut buffer = BytesMut::new();
+    let answer = timeout(WAIT, raw_read(&mut intruder, &mut buffer))
+        .await
+        .unwrap();
+    assert!(matches!(
+        answer,
+        Some(rumqttc::Packet::ConnAck(rumqttc::ConnAck {
+            code: rumqttc::ConnectReturnCode::NotAuthorized,
+            ..
+        }))
+    ));
+    let closed = timeout(WAIT, raw_read(&mut intruder, &mut buffer))
+        .await
+        .unwrap();
+    assert!(closed.is_none(), "a refused client is disconnected");
+    let (_v5_intruder, mut v5_intruder_events) = v5_client("intruder", harness.tcp);
+    let refused = timeout(WAIT, v5_intruder_events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(refused
+        .unwrap_err()
+        .contains(&format!("{:?}", ConnectReturnCode::NotAuthorized)));
+
+    // SUBSCRIBE: the denied filter fails, the others of the same packet succeed.
+    let (v4, mut v4_events) = v4_client("reader-v4", harness.tcp);
+    let filters = [
+        rumqttc::SubscribeFilter::new("secret/#".into(), rumqttc::QoS::AtLeastOnce),
+        rumqttc::SubscribeFilter::new("#".into(), rumqttc::QoS::AtLeastOnce),
+    ];
+    v4.subscribe_many(filters).await.unwrap();
+    let codes = wait_for(&mut v4_events, |event| match event {
+        rumqttc::Event::Incoming(rumqttc::Packet::SubAck(suback)) => {
+            Some(suback.return_codes.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        codes,
+        [
+            rumqttc::SubscribeReasonCode::Failure,
+            rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
+        ]
+    );
+    let (v5, mut v5_events) = v5_client("writer-v5", harness.tcp);
+    v5.subscribe("secret/x", V5QoS::AtLeastOnce).await.unwrap();
+    let codes = wait_for(&mut v5_events, |event| match event {
+        rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::SubAck(suback)) => {
+            Some(suback.return_codes.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(codes, [SubscribeReasonCode::NotAuthorized]);
+
+    // PUBLISH: dropped and counted as denied; MQTT 5 hears "not authorized".
+    v5.publish("secret/x", V5QoS::AtLeastOnce, false, "hidden")
+        .await
+        .unwrap();
+    let reason = wait_for(&mut v5_events, |event| match event {
+        rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::PubAck(puback)) => Some(puback.reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, PubAckReason::NotAuthorized);
+    assert_eq!(harness.dropped(DropReason::Denied), 1);
+    v5.publish("open/x", V5QoS::AtLeastOnce, false, "shown")
+        .await
+        .unwrap();
+    assert_eq!(wait_for(&mut v4_events, v4_publish).await.topic, "open/x");
     harness.stop().await;
 }
