@@ -303,8 +303,14 @@ qos = 1
         envelope["headers"]["x-switchyard-origin"], "trip-a",
         "{envelope}"
     );
-    assert_eq!(counter(&hub_a, "messages_sent_total", "rabbit"), 1.0);
-    assert_eq!(counter(&hub_b, "messages_received_total", "rabbit"), 1.0);
+    // Hub A counts the message sent on RabbitMQ's confirm, which may come after B is done.
+    let sent = r#"switchyard_messages_sent_total{bridge="rabbit"}"#;
+    let received = r#"switchyard_messages_received_total{bridge="rabbit"}"#;
+    let one = |n: f64| n == 1.0;
+    hub_a.wait_for_metric_async(sent, one, AMQP_TIMEOUT).await;
+    hub_b
+        .wait_for_metric_async(received, one, AMQP_TIMEOUT)
+        .await;
     drop((hub_a, hub_b));
     rabbit.delete(&[&exchange], &[]).await;
 }
@@ -313,7 +319,13 @@ qos = 1
 async fn run_python(script: &'static str, args: Vec<String>) -> String {
     tokio::task::spawn_blocking(move || {
         let output = run_with_timeout(
-            Command::new(python()).arg("-c").arg(script).args(&args),
+            Command::new(python())
+                .arg(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/python")
+                        .join(script),
+                )
+                .args(&args),
             TOOL_TIMEOUT,
         );
         assert!(

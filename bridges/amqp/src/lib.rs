@@ -8,8 +8,9 @@
 //! a backoff and calls it again, which reconnects and declares the topology again, and the
 //! broker redelivers what was not acknowledged.
 //!
-//! Throughput (MQTT → AMQP, confirms on, release build, `max_in_flight = 1024`) is given in
-//! the documentation of [`config::AmqpSettings::max_in_flight`]'s default.
+//! Throughput, MQTT → AMQP with confirms on (release build, 2 shared cores, broker on the
+//! same machine): about 18–21k messages a second with the default 1024 confirms in flight;
+//! the measurements behind that default are beside it in [`config`].
 //!
 //! # Layout
 //! - [`config`]: the settings, their defaults and their validation.
