@@ -31,6 +31,8 @@ pub enum Command {
         /// The message's name as that bridge's remote side spells it.
         name: String,
     },
+    /// Measure a path: open-loop load from --from, latency and loss seen at --to.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Configuration files, merged in order; environment overrides apply after them.

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line.
-//! - [`commands`]: `run`, `check` and `route`.
+//! - [`bench`]: `switchyard bench`, the open-loop load generator and latency probe.
+//! - [`commands`]: `run`, `check`, `route` and `bench`.
 //! - [`config`]: files and environment merged with figment, validated into bridge plans.
 //! - [`registry`]: the bridge types this build knows (one adapter crate each).
 //! - [`hub`]: wiring queues, router and bridge contexts together.
@@ -14,6 +15,7 @@
 //! - [`shutdown`], [`logging`]: signals and log output.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -14,6 +14,11 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(commands::bench::bench(&args))),
         Command::Check(config) => commands::check::check(&config.files),
         Command::Route { config, from, name } => {
             commands::route::route(&config.files, &from, &name)
