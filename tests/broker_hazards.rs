@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::VecDeque;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -226,6 +227,9 @@ struct Paho {
     _child: Child,
     stdin: ChildStdin,
     events: Lines<BufReader<ChildStdout>>,
+    /// Events read while awaiting another kind, oldest first (a message may arrive
+    /// before the PUBACK of the publish that caused it).
+    backlog: VecDeque<Value>,
 }
 
 impl Paho {
@@ -247,6 +251,7 @@ impl Paho {
             _child: child,
             stdin,
             events: BufReader::new(stdout).lines(),
+            backlog: VecDeque::new(),
         };
         let connected = paho.next("connected").await;
         assert_eq!(connected["code"], 0, "{}: {connected}", paho.name);
@@ -261,8 +266,16 @@ impl Paho {
             .expect("write to paho");
     }
 
-    /// The next event of kind `wanted`. Any disconnection fails the test.
+    /// The oldest unseen event of kind `wanted`; other kinds are kept for later. Any
+    /// disconnection fails the test.
     async fn next(&mut self, wanted: &str) -> Value {
+        if let Some(index) = self
+            .backlog
+            .iter()
+            .position(|event| event["event"] == wanted)
+        {
+            return self.backlog.remove(index).expect("index in range");
+        }
         let name = self.name.clone();
         let next = async {
             loop {
@@ -272,7 +285,7 @@ impl Paho {
                 match event["event"].as_str() {
                     Some(kind) if kind == wanted => return event,
                     Some("disconnected") => panic!("{name} was disconnected: {event}"),
-                    _ => {}
+                    _ => self.backlog.push_back(event),
                 }
             }
         };
@@ -616,10 +629,9 @@ async fn a_retained_v5_publish_with_user_properties_reaches_v4_subscribers() {
 /// socket buffers and then its queue quickly.
 const LOAD_PAYLOAD: usize = 4 * 1024;
 
-/// The client queue for the slow consumer tests: larger than the burst one publisher can
-/// cause (rumqttc's window of 100 unacknowledged QoS 1 messages; the hub acknowledges once
-/// a message is fanned out), so a subscriber that keeps up never loses a message, and
-/// small next to the load, so one that does not read overflows soon.
+/// The client queue for the slow consumer tests: larger than [`LOAD_WINDOW`], so a
+/// subscriber that keeps up never loses a message, and small next to the load, so one
+/// that does not read overflows soon.
 const SLOW_CONSUMER_QUEUE: &str = "client_queue = 200";
 
 /// A client that subscribes to `load/#` at QoS 0 and then never reads, on a socket with a
@@ -634,19 +646,22 @@ async fn never_reading_client(port: u16, client_id: &str) -> RawClient {
     client
 }
 
-/// Publishes `count` numbered load messages at QoS 1 and waits until `reader` (a normal
-/// subscriber) has all of them, in order.
+/// Load messages published before the publisher waits for the normal subscriber to have
+/// them: well below `client_queue`, so that subscriber keeps up however busy the machine
+/// is, while the one that never reads falls further behind with every window.
+const LOAD_WINDOW: usize = 100;
+
+/// Publishes `count` numbered load messages at QoS 1, window by window, and waits until
+/// `reader` (a normal subscriber) has all of them, in order.
 async fn publish_load(publisher: &MqttClient, reader: &mut MqttClient, count: usize) {
     let payload = vec![b'x'; LOAD_PAYLOAD];
-    let publishing = async {
-        for index in 0..count {
+    for window in (0..count).collect::<Vec<_>>().chunks(LOAD_WINDOW) {
+        for index in window {
             publisher
                 .publish(&format!("load/{index}"), 1, false, payload.clone())
                 .await;
         }
-    };
-    let reading = async {
-        for index in 0..count {
+        for index in window {
             let message = reader.next("a load message").await;
             assert_eq!(
                 message.topic,
@@ -654,8 +669,7 @@ async fn publish_load(publisher: &MqttClient, reader: &mut MqttClient, count: us
                 "the normal subscriber gets every message in order"
             );
         }
-    };
-    tokio::join!(publishing, reading);
+    }
 }
 
 /// A consumer far slower than its publisher loses messages, and every one is counted as

@@ -361,7 +361,10 @@ async fn sigterm_stops_cleanly_and_closes_clients() {
     let mut ws = websocket(ports.firehose, "").await;
     subscribe(&mut ws, "#").await;
     let status = hub.stop_async().await;
-    assert!(status.success(), "the hub exits with 0 on SIGTERM: {status}");
+    assert!(
+        status.success(),
+        "the hub exits with 0 on SIGTERM: {status}"
+    );
     // The firehose client is told, rather than left hanging on a dead socket.
     let closed = tokio::time::timeout(WAIT, async {
         loop {
@@ -372,5 +375,8 @@ async fn sigterm_stops_cleanly_and_closes_clients() {
         }
     })
     .await;
-    assert!(closed.is_ok(), "the WebSocket client saw the connection end");
+    assert!(
+        closed.is_ok(),
+        "the WebSocket client saw the connection end"
+    );
 }

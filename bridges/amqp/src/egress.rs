@@ -306,7 +306,7 @@ impl<'a> Publisher<'a> {
     /// Counts and drops an entry the broker returned as unroutable.
     fn drop_returned(&self, entry: Outbound, returned: &BasicReturnMessage) {
         self.ctx.metrics.dropped(
-            DropReason::Denied,
+            DropReason::Unroutable,
             format_args!(
                 "the broker returned it ({} {}): no queue is bound to routing key {:?} on \
                  exchange {:?}; bind one, or set mandatory = false to let the broker discard \

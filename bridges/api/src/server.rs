@@ -38,18 +38,51 @@ pub enum SlowClient {
     Disconnect,
 }
 
-/// One message on its way to one client.
+/// One message on its way to one client: what every client shares, and this client's
+/// QoS. Its fields are reached through [`SharedDelivery`] (`delivery.message`,
+/// `delivery.name`). Kept to 16 bytes: every client queue reserves room for 32 of these
+/// as soon as it exists, idle or not.
 #[derive(Debug, Clone)]
 pub struct ClientMessage {
-    /// The shared message.
-    pub message: Arc<Message>,
-    /// The topic as the client sees it (shared by every client of the bridge).
-    pub name: Arc<str>,
+    /// The part that is the same for every client the message goes to.
+    pub shared: Arc<SharedDelivery>,
     /// The QoS for this client: the lowest of the message's, the rule's and the subscription's.
     pub qos: QoS,
+}
+
+/// A message as every client of one bridge receives it.
+#[derive(Debug)]
+pub struct SharedDelivery {
+    /// The message.
+    pub message: Arc<Message>,
+    /// The topic as the clients see it.
+    pub name: Arc<str>,
     /// A rendering of the message that is the same for every client of the bridge (the
     /// WebSocket JSON envelope), made once by the first writer that needs it.
-    pub rendered: Arc<OnceLock<Bytes>>,
+    pub rendered: OnceLock<Bytes>,
+}
+
+impl ClientMessage {
+    /// A delivery of `message`, seen as `name`, at `qos`, shared by no other client.
+    pub fn new(message: Arc<Message>, name: Arc<str>, qos: QoS) -> Self {
+        let shared = SharedDelivery {
+            message,
+            name,
+            rendered: OnceLock::new(),
+        };
+        Self {
+            shared: Arc::new(shared),
+            qos,
+        }
+    }
+}
+
+impl std::ops::Deref for ClientMessage {
+    type Target = SharedDelivery;
+
+    fn deref(&self) -> &SharedDelivery {
+        &self.shared
+    }
 }
 
 /// Options of one subscription.
@@ -207,16 +240,18 @@ impl ClientRegistry {
         // One delivery per client, with the best QoS among its matching filters.
         matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         matches.dedup_by_key(|(id, _)| *id);
-        let rendered = Arc::new(OnceLock::new());
+        let shared = Arc::new(SharedDelivery {
+            message: Arc::clone(message),
+            name: Arc::clone(name),
+            rendered: OnceLock::new(),
+        });
         for (id, qos) in matches {
             let Some(client) = registry.clients.get(&id) else {
                 continue;
             };
             let delivery = ClientMessage {
-                message: Arc::clone(message),
-                name: Arc::clone(name),
+                shared: Arc::clone(&shared),
                 qos,
-                rendered: Arc::clone(&rendered),
             };
             if let Err(mpsc::error::TrySendError::Full(_)) = client.sender.try_send(delivery) {
                 self.metrics.dropped(
@@ -264,12 +299,10 @@ impl ClientRegistry {
             .into_iter()
             .filter_map(|(message, rule)| {
                 let name = remote_name(ctx, rule, &message)?;
-                filter.matches(&name).then(|| ClientMessage {
-                    qos: message.qos.min(max_qos),
-                    message,
-                    name,
-                    rendered: Arc::default(),
-                })
+                let qos = message.qos.min(max_qos);
+                filter
+                    .matches(&name)
+                    .then(|| ClientMessage::new(message, name, qos))
             })
             .collect()
     }
@@ -299,6 +332,12 @@ mod tests {
 
     fn filter(text: &str) -> TopicFilter {
         TopicFilter::new(text).unwrap()
+    }
+
+    #[test]
+    fn a_queued_message_stays_small() {
+        // Each client queue allocates room for 32 of them up front (tokio's mpsc blocks).
+        assert_eq!(std::mem::size_of::<ClientMessage>(), 16);
     }
 
     #[test]

@@ -29,13 +29,16 @@ pub enum DropReason {
     TooLarge,
     /// Refused by an access rule.
     Denied,
+    /// The remote side could not route it anywhere (an AMQP exchange with no matching
+    /// binding returned it).
+    Unroutable,
     /// A consumer fell so far behind that messages were skipped for it.
     Lagged,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::QueueFull,
         DropReason::Expired,
         DropReason::Loop,
@@ -44,6 +47,7 @@ impl DropReason {
         DropReason::Invalid,
         DropReason::TooLarge,
         DropReason::Denied,
+        DropReason::Unroutable,
         DropReason::Lagged,
     ];
 
@@ -58,6 +62,7 @@ impl DropReason {
             DropReason::Invalid => "invalid",
             DropReason::TooLarge => "too_large",
             DropReason::Denied => "denied",
+            DropReason::Unroutable => "unroutable",
             DropReason::Lagged => "lagged",
         }
     }

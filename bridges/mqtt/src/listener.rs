@@ -57,12 +57,12 @@ pub async fn accept_loop(
                     debug!(bridge = %broker.ctx.name, %peer, "Cannot set TCP_NODELAY: {error}.");
                 }
                 let broker = Arc::clone(&broker);
-                tracker.spawn(async move {
-                    match transport {
-                        Transport::Tcp => serve(broker, stream).await,
-                        Transport::WebSocket => serve_websocket(broker, stream, peer).await,
-                    }
-                });
+                // One task type per transport: a task is as large as its future, and a
+                // WebSocket connection's future is larger than a plain one's.
+                match transport {
+                    Transport::Tcp => tracker.spawn(serve(broker, stream)),
+                    Transport::WebSocket => tracker.spawn(serve_websocket(broker, stream, peer)),
+                };
             }
             Err(error) => {
                 warn!(

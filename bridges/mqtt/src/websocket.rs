@@ -16,9 +16,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// Bytes tungstenite reads from the socket at a time. Small, to keep idle connections
-/// small (its default is 128 KiB per connection).
-const READ_BUFFER: usize = 4 * 1024;
+/// Bytes tungstenite reads from the socket at a time; its buffer keeps this capacity for
+/// the life of the connection. Small, to keep idle connections small (its default is
+/// 128 KiB): MQTT clients mostly send small packets, and a larger message still arrives
+/// whole, over several reads.
+const READ_BUFFER: usize = 1024;
 
 /// The subprotocols a client may offer, in order of preference: `mqtt` (the registered
 /// name), then `mqttv3.1` (used by older MQTT 3.1 era clients).

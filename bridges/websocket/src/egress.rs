@@ -72,21 +72,14 @@ mod tests {
     fn delivery(payload: &'static [u8]) -> ClientMessage {
         let mut message = Message::new(Topic::new("hub/a").expect("topic"), Bytes::from(payload));
         message.qos = QoS::AtLeastOnce;
-        ClientMessage {
-            message: Arc::new(message),
-            name: Arc::from("a"),
-            qos: QoS::AtLeastOnce,
-            rendered: Arc::default(),
-        }
+        ClientMessage::new(Arc::new(message), Arc::from("a"), QoS::AtLeastOnce)
     }
 
     #[test]
     fn the_envelope_is_encoded_once_and_shared() {
         let first = delivery(b"{\"x\":1}");
-        let second = ClientMessage {
-            rendered: Arc::clone(&first.rendered),
-            ..first.clone()
-        };
+        // Another client's copy of the same fan-out.
+        let second = first.clone();
         let Frame::Text(text) = frame(&first) else {
             panic!("expected a text frame");
         };
