@@ -42,7 +42,7 @@ pub fn check(files: &[PathBuf]) -> anyhow::Result<()> {
                 rule.remote_prefix
             );
             if rule.direction != Direction::Out {
-                if let Some(subscription) = plan.kind.remote_subscription(rule) {
+                if let Some(subscription) = plan.bridge.remote_subscription(rule) {
                     print!(" -> subscribes to {subscription}");
                 }
             }

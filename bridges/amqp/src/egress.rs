@@ -175,11 +175,7 @@ impl<'a> Publisher<'a> {
     /// publish is retried rather than lost.
     async fn publish(&mut self, entry: Outbound, outbox: &mut Outbox) -> Result<(), BridgeError> {
         let message = Arc::clone(&entry.message);
-        let name = self
-            .ctx
-            .rules
-            .get(entry.rule)
-            .and_then(|rule| rule.to_remote(message.topic.as_str()));
+        let name = self.ctx.remote_name(entry.rule, &message.topic);
         let Some(name) = name else {
             // The router matched this rule, so this does not happen; never lose it silently.
             self.drop_invalid(entry, "no out rule of this bridge maps its topic");

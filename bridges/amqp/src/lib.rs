@@ -81,10 +81,6 @@ impl BridgeType for AmqpType {
     fn is_server(&self) -> bool {
         false
     }
-
-    fn remote_subscription(&self, rule: &Rule) -> Option<String> {
-        Some(format!("binding key {}", amqp_binding_key(rule)))
-    }
 }
 
 /// One configured `amqp` bridge.
@@ -99,6 +95,10 @@ pub struct AmqpBridge {
 impl Bridge for AmqpBridge {
     fn run(self: Arc<Self>, ctx: BridgeContext) -> BoxFuture<'static, Result<(), BridgeError>> {
         Box::pin(async move { self.serve(ctx).await })
+    }
+
+    fn remote_subscription(&self, rule: &Rule) -> Option<String> {
+        Some(format!("binding key {}", amqp_binding_key(rule)))
     }
 }
 

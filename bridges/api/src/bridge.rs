@@ -77,10 +77,6 @@ pub trait BridgeType: Send + Sync {
     /// `websocket-server`). Messages from one client may then go back out through the same
     /// bridge to the others, as in any broker; other bridges never get their own back.
     fn is_server(&self) -> bool;
-
-    /// The subscription the remote side is asked for by an `in` rule, for `check`;
-    /// `None` where clients subscribe themselves (server bridges).
-    fn remote_subscription(&self, rule: &Rule) -> Option<String>;
 }
 
 /// What the hub knows about a bridge before building it.
@@ -107,6 +103,13 @@ pub trait Bridge: Send + Sync + 'static {
     /// Moves messages until `ctx.shutdown` is cancelled. May be called again after it
     /// returns an error.
     fn run(self: Arc<Self>, ctx: BridgeContext) -> BoxFuture<'static, Result<(), BridgeError>>;
+
+    /// What the remote side is asked for because of `in` rule `rule` (binding key,
+    /// subscription, prefix, stream), for `switchyard check`; `None` where clients
+    /// subscribe themselves (server bridges).
+    fn remote_subscription(&self, _rule: &Rule) -> Option<String> {
+        None
+    }
 }
 
 /// The hub's routing entry point, as seen by adapters.
@@ -154,6 +157,12 @@ impl BridgeContext {
     /// The retained messages this bridge may send out, with the `out` rule passing each.
     pub fn retained(&self) -> Vec<(Arc<Message>, usize)> {
         self.router.retained(self.id)
+    }
+
+    /// The remote name of a hub topic through this bridge's rule `rule` (as carried by an
+    /// outbound entry); `None` if the rule does not pass it.
+    pub fn remote_name(&self, rule: usize, topic: &str) -> Option<String> {
+        self.rules.get(rule)?.to_remote(topic)
     }
 
     /// An outbound entry reached the remote side: counts it, records its latency and

@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::message::{Message, QoS};
+use crate::topic::Topic;
 
 /// Why an envelope could not be read.
 #[derive(Debug, Error)]
@@ -53,6 +54,22 @@ pub struct Envelope {
     pub id: Option<String>,
     /// Sender's timestamp (ms since epoch).
     pub timestamp_ms: Option<u64>,
+}
+
+impl Envelope {
+    /// The message this envelope stands for on `topic` (the protocol's own name, mapped by
+    /// the rules; the envelope's `topic` field is only informative): payload, headers, id,
+    /// retain flag and timestamp. The QoS stays the caller's to set.
+    pub fn into_message(self, topic: Topic) -> Message {
+        let mut message = Message::new(topic, self.payload);
+        message.headers = self.headers;
+        message.id = self.id.map(Into::into);
+        message.retain = self.retain;
+        if let Some(timestamp) = self.timestamp_ms {
+            message.timestamp_ms = timestamp;
+        }
+        message
+    }
 }
 
 #[derive(Deserialize)]
@@ -197,7 +214,6 @@ fn write_json_string(text: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topic::Topic;
 
     fn envelope_of(payload: &[u8]) -> (String, Envelope) {
         let mut message = Message::new(Topic::new("a/b").unwrap(), Bytes::copy_from_slice(payload));

@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures_util::future::join_all;
 use switchyard_api::server::ClientRegistry;
 use switchyard_api::{
-    BoxFuture, Bridge, BridgeContext, BridgeError, BridgeSpec, BridgeType, Format, Naming, Rule,
+    BoxFuture, Bridge, BridgeContext, BridgeError, BridgeSpec, BridgeType, Format, Naming,
     SettingError,
 };
 use tokio::net::TcpListener;
@@ -81,10 +81,6 @@ impl BridgeType for MqttServerType {
 
     fn is_server(&self) -> bool {
         true
-    }
-
-    fn remote_subscription(&self, _rule: &Rule) -> Option<String> {
-        None
     }
 }
 

@@ -81,11 +81,7 @@ impl<'a> Egress<'a> {
         pipeline.ignore_errors();
         let mut names = Vec::with_capacity(entries.len());
         for entry in entries.iter() {
-            let name = self
-                .ctx
-                .rules
-                .get(entry.rule)
-                .and_then(|rule| rule.to_remote(entry.message.topic.as_str()));
+            let name = self.ctx.remote_name(entry.rule, &entry.message.topic);
             if let Some(name) = &name {
                 self.add(&mut pipeline, name, entry);
             }

@@ -25,17 +25,7 @@ impl Codec {
     /// The message a payload received on `topic` stands for.
     pub fn decode(&self, topic: Topic, payload: Bytes) -> Result<Message, EnvelopeError> {
         match self.format {
-            Format::Json => {
-                let decoded = envelope::decode(&payload)?;
-                let mut message = Message::new(topic, decoded.payload);
-                message.headers = decoded.headers;
-                message.id = decoded.id.map(Into::into);
-                message.retain = decoded.retain;
-                if let Some(timestamp) = decoded.timestamp_ms {
-                    message.timestamp_ms = timestamp;
-                }
-                Ok(message)
-            }
+            Format::Json => Ok(envelope::decode(&payload)?.into_message(topic)),
             _ => Ok(Message::new(topic, payload)),
         }
     }

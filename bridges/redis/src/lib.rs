@@ -90,16 +90,6 @@ impl BridgeType for RedisType {
     fn is_server(&self) -> bool {
         false
     }
-
-    /// The mode is a setting the type does not see here, so both readings are given.
-    fn remote_subscription(&self, rule: &Rule) -> Option<String> {
-        Some(match redis_subscription(rule) {
-            RedisSubscription::Channel(name) => {
-                format!("SUBSCRIBE {name} (pubsub), stream {name} (streams)")
-            }
-            pattern => format!("{pattern} (pubsub; streams mode needs a literal pattern)"),
-        })
-    }
 }
 
 /// One configured `redis` bridge.
@@ -115,6 +105,17 @@ pub struct RedisBridge {
 impl Bridge for RedisBridge {
     fn run(self: Arc<Self>, ctx: BridgeContext) -> BoxFuture<'static, Result<(), BridgeError>> {
         Box::pin(async move { self.serve(&ctx).await })
+    }
+
+    fn remote_subscription(&self, rule: &Rule) -> Option<String> {
+        Some(
+            match (self.config.settings.mode, redis_subscription(rule)) {
+                (Mode::Streams, RedisSubscription::Channel(key)) => {
+                    format!("XREADGROUP stream {key}")
+                }
+                (_, subscription) => subscription.to_string(),
+            },
+        )
     }
 }
 

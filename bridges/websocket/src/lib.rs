@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use switchyard_api::server::ClientRegistry;
 use switchyard_api::{
-    BoxFuture, Bridge, BridgeContext, BridgeError, BridgeSpec, BridgeType, Format, Naming, Rule,
+    BoxFuture, Bridge, BridgeContext, BridgeError, BridgeSpec, BridgeType, Format, Naming,
     SettingError,
 };
 use tokio::net::TcpListener;
@@ -69,10 +69,6 @@ impl BridgeType for WebSocketServerType {
 
     fn is_server(&self) -> bool {
         true
-    }
-
-    fn remote_subscription(&self, _rule: &Rule) -> Option<String> {
-        None
     }
 }
 

@@ -88,11 +88,7 @@ impl Egress {
     /// The frames of one queued message; `None` when there is nothing to send (settled
     /// here, and counted if dropped).
     pub fn encode(&mut self, ctx: &BridgeContext, entry: Outbound) -> Option<Outgoing> {
-        let Some(name) = ctx
-            .rules
-            .get(entry.rule)
-            .and_then(|rule| rule.to_remote(&entry.message.topic))
-        else {
+        let Some(name) = ctx.remote_name(entry.rule, &entry.message.topic) else {
             // The router only queues messages a rule passes; nothing to send.
             ctx.delivered(entry);
             return None;

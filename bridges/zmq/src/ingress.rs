@@ -162,15 +162,7 @@ impl Ingress {
                 }
             },
             Format::Json => match envelope::decode(&body) {
-                Ok(decoded) => {
-                    let mut message = Message::new(topic, decoded.payload);
-                    message.headers = decoded.headers;
-                    message.id = decoded.id.map(Into::into);
-                    if let Some(timestamp) = decoded.timestamp_ms {
-                        message.timestamp_ms = timestamp;
-                    }
-                    Some(message)
-                }
+                Ok(decoded) => Some(decoded.into_message(topic)),
                 Err(error) => {
                     ctx.metrics.dropped(
                         DropReason::Invalid,

@@ -47,11 +47,7 @@ impl Egress {
         client: &dyn RemoteClient,
         entry: Outbound,
     ) -> Result<(), BridgeError> {
-        let Some(name) = ctx
-            .rules
-            .get(entry.rule)
-            .and_then(|rule| rule.to_remote(&entry.message.topic))
-        else {
+        let Some(name) = ctx.remote_name(entry.rule, &entry.message.topic) else {
             // The router only queues messages a rule passes; nothing to send.
             ctx.delivered(entry);
             return Ok(());

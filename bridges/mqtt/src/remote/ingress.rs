@@ -97,15 +97,7 @@ impl Ingress {
         };
         let mut message = match self.format {
             Format::Json => match envelope::decode(&publish.payload) {
-                Ok(decoded) => {
-                    let mut message = Message::new(topic, decoded.payload);
-                    message.headers = decoded.headers;
-                    message.id = decoded.id.map(Into::into);
-                    if let Some(timestamp) = decoded.timestamp_ms {
-                        message.timestamp_ms = timestamp;
-                    }
-                    message
-                }
+                Ok(decoded) => decoded.into_message(topic),
                 Err(error) => {
                     ctx.metrics.dropped(
                         DropReason::Invalid,

@@ -3,12 +3,14 @@
 //! Each run connects to the next address of the failover list, subscribes to the remote
 //! filter of every `in` rule (re-subscribing on every connect), publishes the bridge's
 //! retained state, and then moves messages both ways until the connection ends. The hub's
-//! supervisor reconnects with backoff by calling `run` again.
+//! supervisor reconnects with backoff by calling `run` again. `mqtts://` and `wss://`
+//! addresses connect with rustls, configured once at build time by `tls.rs`.
 
 mod client;
 mod config;
 mod egress;
 mod ingress;
+mod tls;
 mod v4;
 mod v5;
 
@@ -22,8 +24,8 @@ use switchyard_api::{
 };
 use tokio::sync::mpsc;
 
-use client::{Connection, RemoteClient, RemoteEvent, StateTopic};
-use config::{BrokerAddress, RemoteSettings};
+use client::{Connection, Endpoint, RemoteClient, RemoteEvent, StateTopic};
+use config::RemoteSettings;
 use egress::Egress;
 use ingress::{Ingress, Received};
 
@@ -59,17 +61,13 @@ impl BridgeType for MqttClientType {
         settings: serde_json::Value,
     ) -> Result<Box<dyn Bridge>, SettingError> {
         let settings: RemoteSettings = switchyard_api::settings::parse_settings(settings)?;
-        let addresses = settings.broker_addresses()?;
+        let endpoints = tls::endpoints(&settings.tls, settings.broker_addresses()?)?;
         Ok(Box::new(RemoteBridge {
             format: spec.format,
-            addresses,
+            endpoints,
             next_address: AtomicUsize::new(0),
             settings,
         }))
-    }
-
-    fn remote_subscription(&self, rule: &Rule) -> Option<String> {
-        Some(format!("subscribe {}", mqtt_filter(rule)))
     }
 }
 
@@ -77,7 +75,8 @@ impl BridgeType for MqttClientType {
 struct RemoteBridge {
     settings: RemoteSettings,
     format: Format,
-    addresses: Vec<BrokerAddress>,
+    /// The failover list, each address with its transport (TLS read at build time).
+    endpoints: Vec<Endpoint>,
     /// The failover list entry to try next.
     next_address: AtomicUsize,
 }
@@ -86,12 +85,16 @@ impl Bridge for RemoteBridge {
     fn run(self: Arc<Self>, ctx: BridgeContext) -> BoxFuture<'static, Result<(), BridgeError>> {
         Box::pin(async move { self.connect_and_serve(&ctx).await })
     }
+
+    fn remote_subscription(&self, rule: &Rule) -> Option<String> {
+        Some(format!("subscribe {}", mqtt_filter(rule)))
+    }
 }
 
 impl RemoteBridge {
     async fn connect_and_serve(&self, ctx: &BridgeContext) -> Result<(), BridgeError> {
-        let index = self.next_address.fetch_add(1, Ordering::Relaxed) % self.addresses.len();
-        let address = &self.addresses[index];
+        let index = self.next_address.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        let endpoint = &self.endpoints[index];
         let client_id = self
             .settings
             .client_id
@@ -106,7 +109,7 @@ impl RemoteBridge {
             client,
             mut events,
             poller,
-        } = client::connect(&self.settings, address, &client_id, state.as_ref());
+        } = client::connect(&self.settings, endpoint, &client_id, state.as_ref());
         let mut poller = tokio::spawn(poller);
         let mut egress = Egress::new(self.format, self.settings.max_inflight);
         let result = self
@@ -136,6 +139,7 @@ impl RemoteBridge {
         };
         result.map_err(|error| match error {
             BridgeError::Protocol(reason) => {
+                let address = &endpoint.address;
                 BridgeError::Protocol(format!("{}:{}: {reason}", address.host, address.port))
             }
             other => other,
