@@ -7,6 +7,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use rumqttc::Transport;
 use switchyard_api::{BoxFuture, BridgeError, QoS};
 use tokio::sync::mpsc;
 
@@ -90,6 +91,14 @@ pub struct Connection {
     pub poller: BoxFuture<'static, BridgeError>,
 }
 
+/// One entry of the failover list: where to connect, and how.
+pub struct Endpoint {
+    /// Host, port and, for WebSockets, the URL.
+    pub address: BrokerAddress,
+    /// TCP, TLS, WebSocket or WebSocket over TLS, with the TLS configuration.
+    pub transport: Transport,
+}
+
 /// The retained state message the bridge publishes on the remote broker (and leaves as
 /// its will).
 pub struct StateTopic {
@@ -97,16 +106,16 @@ pub struct StateTopic {
     pub topic: String,
 }
 
-/// Opens a connection to `address` with the bridge's settings.
+/// Opens a connection to `endpoint` with the bridge's settings.
 pub fn connect(
     settings: &RemoteSettings,
-    address: &BrokerAddress,
+    endpoint: &Endpoint,
     client_id: &str,
     will: Option<&StateTopic>,
 ) -> Connection {
     match settings.protocol {
-        Protocol::V5 => super::v5::connect(settings, address, client_id, will),
-        Protocol::V4 => super::v4::connect(settings, address, client_id, will),
+        Protocol::V5 => super::v5::connect(settings, endpoint, client_id, will),
+        Protocol::V4 => super::v4::connect(settings, endpoint, client_id, will),
     }
 }
 

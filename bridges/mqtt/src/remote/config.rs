@@ -10,7 +10,8 @@ use switchyard_api::SettingError;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteSettings {
-    /// The broker: `mqtt://host:port` or `ws://host:port/path`.
+    /// The broker: `mqtt://host:port`, `ws://host:port/path`, or with TLS
+    /// `mqtts://host:port` and `wss://host:port/path`.
     #[serde(default = "default_url")]
     pub url: String,
     /// Brokers to try in turn (failover); when set, `url` is only the first of them.
@@ -50,6 +51,38 @@ pub struct RemoteSettings {
     /// How long to wait for the broker's CONNACK.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: ConfigDuration,
+    /// Certificates for `mqtts://` and `wss://` addresses.
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// `tls = { ... }`: how to check the broker's certificate and which one to present.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of the certificate authorities to trust (`""` = the system's).
+    #[serde(default)]
+    pub ca: String,
+    /// PEM file of the client certificate chain, for mutual TLS (with `key`).
+    #[serde(default)]
+    pub cert: String,
+    /// PEM file of the client certificate's private key.
+    #[serde(default)]
+    pub key: String,
+    /// The name the broker's certificate must carry, when it is not the host connected to
+    /// (`""` = the host).
+    #[serde(default)]
+    pub server_name: String,
+}
+
+impl TlsSettings {
+    /// Whether any key is set.
+    pub fn is_set(&self) -> bool {
+        !(self.ca.is_empty()
+            && self.cert.is_empty()
+            && self.key.is_empty()
+            && self.server_name.is_empty())
+    }
 }
 
 /// The MQTT protocol version spoken to the remote broker.
@@ -90,12 +123,14 @@ pub struct BrokerAddress {
     pub host: String,
     /// TCP port.
     pub port: u16,
-    /// For `ws://`: the full URL rumqttc connects to; `None` for plain TCP.
+    /// For `ws://` and `wss://`: the full URL rumqttc connects to; `None` for TCP.
     pub websocket_url: Option<String>,
+    /// Whether the connection is made with TLS (`mqtts://`, `wss://`).
+    pub tls: bool,
 }
 
 impl BrokerAddress {
-    /// Parses `mqtt://host[:port]` or `ws://host[:port][/path]`.
+    /// Parses `mqtt[s]://host[:port]` or `ws[s]://host[:port][/path]`.
     pub fn parse(url: &str) -> Result<BrokerAddress, String> {
         let (scheme, rest) = url
             .split_once("://")
@@ -104,15 +139,17 @@ impl BrokerAddress {
             Some(at) => (&rest[..at], &rest[at..]),
             None => (rest, ""),
         };
+        // The IANA-registered ports: 1883 and 8883 for MQTT, 80 and 443 for WebSockets.
         let default_port = match scheme {
             "mqtt" => 1883,
+            "mqtts" => 8883,
             "ws" => 80,
-            "mqtts" | "wss" => {
+            "wss" => 443,
+            other => {
                 return Err(format!(
-                "{scheme}:// needs TLS, which this version does not have yet; use mqtt:// or ws://"
-            ))
+                    "expected mqtt://, mqtts://, ws:// or wss://, found {other}://"
+                ))
             }
-            other => return Err(format!("expected mqtt:// or ws://, found {other}://")),
         };
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) => (
@@ -125,12 +162,19 @@ impl BrokerAddress {
         if host.is_empty() {
             return Err(format!("expected a host name in {url:?}"));
         }
-        let websocket_url = (scheme == "ws").then(|| format!("ws://{host}:{port}{path}"));
+        let websocket = matches!(scheme, "ws" | "wss");
+        let websocket_url = websocket.then(|| format!("{scheme}://{host}:{port}{path}"));
         Ok(BrokerAddress {
             host: host.to_owned(),
             port,
             websocket_url,
+            tls: matches!(scheme, "mqtts" | "wss"),
         })
+    }
+
+    /// What rumqttc takes as the broker address: the URL for WebSockets, else the host.
+    pub fn broker_addr(&self) -> &str {
+        self.websocket_url.as_deref().unwrap_or(&self.host)
     }
 }
 
@@ -167,12 +211,20 @@ mod tests {
         let ws = BrokerAddress::parse("ws://10.0.0.1:8083/mqtt").unwrap();
         assert_eq!(ws.port, 8083);
         assert_eq!(ws.websocket_url.as_deref(), Some("ws://10.0.0.1:8083/mqtt"));
-        assert!(BrokerAddress::parse("mqtts://x")
-            .unwrap_err()
-            .contains("TLS"));
+        assert!(!tcp.tls && !ws.tls);
+        let mqtts = BrokerAddress::parse("mqtts://broker.example").unwrap();
+        assert_eq!(
+            (mqtts.port, mqtts.tls, mqtts.broker_addr()),
+            (8883, true, "broker.example")
+        );
+        let wss = BrokerAddress::parse("wss://broker.example/mqtt").unwrap();
+        assert_eq!(
+            (wss.port, wss.tls, wss.broker_addr()),
+            (443, true, "wss://broker.example:443/mqtt")
+        );
         assert!(BrokerAddress::parse("http://x")
             .unwrap_err()
-            .contains("mqtt://"));
+            .contains("mqtts://"));
         assert!(BrokerAddress::parse("mqtt://x:port")
             .unwrap_err()
             .contains("port"));

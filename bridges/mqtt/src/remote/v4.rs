@@ -7,16 +7,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet,
-    Publish, QoS as WireQoS, Transport,
+    Publish, QoS as WireQoS,
 };
 use switchyard_api::{BoxFuture, BridgeError, QoS};
 use tokio::sync::mpsc;
 
 use super::client::{
-    drive, request_failed, Connection, EventSource, IncomingPublish, RemoteClient, RemoteEvent,
-    StateTopic, EVENT_CAPACITY,
+    drive, request_failed, Connection, Endpoint, EventSource, IncomingPublish, RemoteClient,
+    RemoteEvent, StateTopic, EVENT_CAPACITY,
 };
-use super::config::{BrokerAddress, RemoteSettings};
+use super::config::RemoteSettings;
 
 struct V4Client(AsyncClient);
 
@@ -74,19 +74,14 @@ impl RemoteClient for V4Client {
 /// Opens an MQTT 3.1.1 connection.
 pub fn connect(
     settings: &RemoteSettings,
-    address: &BrokerAddress,
+    endpoint: &Endpoint,
     client_id: &str,
     will: Option<&StateTopic>,
 ) -> Connection {
-    let mut options = match &address.websocket_url {
-        Some(url) => {
-            let mut options = MqttOptions::new(client_id, url.as_str(), address.port);
-            options.set_transport(Transport::Ws);
-            options
-        }
-        None => MqttOptions::new(client_id, address.host.as_str(), address.port),
-    };
+    let address = &endpoint.address;
+    let mut options = MqttOptions::new(client_id, address.broker_addr(), address.port);
     options
+        .set_transport(endpoint.transport.clone())
         .set_keep_alive(settings.keepalive.0.max(Duration::from_secs(1)))
         .set_clean_session(settings.clean_session)
         .set_manual_acks(true)

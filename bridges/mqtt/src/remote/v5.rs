@@ -8,15 +8,15 @@ use rumqttc::v5::mqttbytes::v5::{
 };
 use rumqttc::v5::mqttbytes::QoS as WireQoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
-use rumqttc::{NetworkOptions, Outgoing, Transport};
+use rumqttc::{NetworkOptions, Outgoing};
 use switchyard_api::{BoxFuture, BridgeError, QoS};
 use tokio::sync::mpsc;
 
 use super::client::{
-    drive, request_failed, Connection, EventSource, IncomingPublish, RemoteClient, RemoteEvent,
-    StateTopic, EVENT_CAPACITY,
+    drive, request_failed, Connection, Endpoint, EventSource, IncomingPublish, RemoteClient,
+    RemoteEvent, StateTopic, EVENT_CAPACITY,
 };
-use super::config::{BrokerAddress, RemoteSettings};
+use super::config::RemoteSettings;
 
 /// How long a persistent session outlives the connection on the broker (one week).
 const SESSION_EXPIRY_SECONDS: u32 = 7 * 24 * 3600;
@@ -85,19 +85,14 @@ impl RemoteClient for V5Client {
 /// Opens an MQTT 5 connection.
 pub fn connect(
     settings: &RemoteSettings,
-    address: &BrokerAddress,
+    endpoint: &Endpoint,
     client_id: &str,
     will: Option<&StateTopic>,
 ) -> Connection {
-    let mut options = match &address.websocket_url {
-        Some(url) => {
-            let mut options = MqttOptions::new(client_id, url.as_str(), address.port);
-            options.set_transport(Transport::Ws);
-            options
-        }
-        None => MqttOptions::new(client_id, address.host.as_str(), address.port),
-    };
+    let address = &endpoint.address;
+    let mut options = MqttOptions::new(client_id, address.broker_addr(), address.port);
     options
+        .set_transport(endpoint.transport.clone())
         .set_keep_alive(settings.keepalive.0.max(Duration::from_secs(1)))
         .set_clean_start(settings.clean_session)
         .set_manual_acks(true)

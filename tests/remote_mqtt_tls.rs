@@ -1,0 +1,384 @@
+//! The `mqtt` bridge over TLS (`mqtts://`, `wss://`, mutual TLS) and over plain WebSockets,
+//! against a private Mosquitto with extra listeners. The certificates are made by the
+//! `openssl` command for each test: a CA, a server certificate for 127.0.0.1/localhost, a
+//! client certificate, and an unrelated CA that must not be trusted.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::mqtt::MqttClient;
+use support::{
+    free_ports, poll_async, require_command, run_with_timeout, wait_for_port, Hub, Mosquitto,
+    TestDir,
+};
+
+/// How long one `openssl` invocation may take.
+const OPENSSL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a bridge may take to connect, or to report why it cannot.
+const BRIDGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long Mosquitto's extra listeners may take to accept after its first one does.
+const LISTENER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// X.509 extensions for the certificates below (RFC 5280 section 4.2): a CA that may sign,
+/// a server certificate naming 127.0.0.1 and localhost, and a client certificate.
+const OPENSSL_CONFIG: &str = "\
+[req]
+distinguished_name = subject
+
+[subject]
+
+[ca]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+
+[server]
+basicConstraints = critical, CA:false
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+authorityKeyIdentifier = keyid
+
+[client]
+basicConstraints = critical, CA:false
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+authorityKeyIdentifier = keyid
+";
+
+/// PEM files made for one test (absolute paths).
+struct Certificates {
+    /// The CA that signed the server and client certificates.
+    ca: String,
+    /// The server certificate, for Mosquitto.
+    server_cert: String,
+    /// The server certificate's key.
+    server_key: String,
+    /// The client certificate, for the bridge.
+    client_cert: String,
+    /// The client certificate's key.
+    client_key: String,
+    /// A CA that signed nothing here.
+    other_ca: String,
+    /// Holds the files.
+    _dir: TestDir,
+}
+
+impl Certificates {
+    /// Runs `openssl` in a fresh directory (file names are relative to it, so a temporary
+    /// directory with spaces in its path does not matter).
+    fn generate() -> Certificates {
+        let dir = TestDir::new("tls");
+        dir.write("openssl.cnf", OPENSSL_CONFIG);
+        let openssl = |arguments: &str| {
+            let output = run_with_timeout(
+                Command::new(require_command("openssl"))
+                    .current_dir(dir.path())
+                    .args(arguments.split_whitespace()),
+                OPENSSL_TIMEOUT,
+            );
+            assert!(
+                output.status.success(),
+                "openssl {arguments} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        for ca in ["ca", "other-ca"] {
+            openssl(&format!(
+                "req -x509 -config openssl.cnf -extensions ca {new_key} -days 2 \
+                 -subj /CN=switchyard-test-{ca} -keyout {ca}.key -out {ca}.pem"
+            ));
+        }
+        for (serial, leaf, common_name) in [(1, "server", "localhost"), (2, "client", "bridge")] {
+            openssl(&format!(
+                "req -new -config openssl.cnf {new_key} -subj /CN={common_name} \
+                 -keyout {leaf}.key -out {leaf}.csr"
+            ));
+            openssl(&format!(
+                "x509 -req -in {leaf}.csr -days 2 -CA ca.pem -CAkey ca.key -set_serial {serial} \
+                 -extfile openssl.cnf -extensions {leaf} -out {leaf}.pem"
+            ));
+        }
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        Certificates {
+            ca: path("ca.pem"),
+            server_cert: path("server.pem"),
+            server_key: path("server.key"),
+            client_cert: path("client.pem"),
+            client_key: path("client.key"),
+            other_ca: path("other-ca.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+/// Mosquitto configuration lines for a TLS listener on `port` with the test certificates;
+/// `require_certificate` asks clients for one signed by the test CA.
+fn tls_listener(port: u16, certificates: &Certificates, require_certificate: bool) -> String {
+    format!(
+        "listener {port} 127.0.0.1\n\
+         cafile {}\n\
+         certfile {}\n\
+         keyfile {}\n\
+         require_certificate {require_certificate}\n",
+        certificates.ca, certificates.server_cert, certificates.server_key
+    )
+}
+
+/// A Mosquitto whose configuration adds `extra_listeners`, waiting until `port` (one of
+/// them) accepts too.
+fn mosquitto_with(extra_listeners: &str, port: u16) -> Mosquitto {
+    let broker = Mosquitto::start_with(extra_listeners);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        wait_for_port(addr, LISTENER_TIMEOUT),
+        "mosquitto's extra listener on {addr} did not accept within {LISTENER_TIMEOUT:?}"
+    );
+    broker
+}
+
+/// A hub named `site` with an embedded broker on `local`, and `bridges` (TOML tables).
+fn hub_config(admin: u16, local: u16, bridges: &str) -> String {
+    format!(
+        r##"
+[hub]
+name = "site"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[bridges.local]
+type = "mqtt-server"
+listen = "127.0.0.1:{local}"
+
+[[bridges.local.topics]]
+pattern = "#"
+direction = "both"
+qos = 1
+
+{bridges}
+"##
+    )
+}
+
+/// An `mqtt` bridge `name` to `url` passing `crossing/#` both ways at QoS 1, with `extra`
+/// settings.
+fn bridge(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        r##"
+[bridges.{name}]
+type = "mqtt"
+url = "{url}"
+reconnect = {{ initial = "100ms", max = "1s" }}
+{extra}
+
+[[bridges.{name}.topics]]
+pattern = "crossing/#"
+direction = "both"
+qos = 1
+"##
+    )
+}
+
+/// `tls = { ... }` with the given keys and values.
+fn tls_setting(pairs: &[(&str, &str)]) -> String {
+    let keys: Vec<String> = pairs
+        .iter()
+        .map(|(key, value)| format!("{key} = \"{value}\""))
+        .collect();
+    format!("tls = {{ {} }}", keys.join(", "))
+}
+
+/// Starts a hub whose bridge `central` connects to `remote` by `url`, and checks that
+/// messages cross both ways: hub to remote, then remote to hub.
+async fn messages_cross_both_ways(remote: &Mosquitto, url: &str, extra: &str) {
+    // The bridge publishes its state after subscribing: once the state is seen, the
+    // remote broker has the bridge's subscription.
+    let mut remote_state = MqttClient::connect(remote.port(), "state-watcher").await;
+    remote_state
+        .subscribe("switchyard/site/bridges/central/state", 1)
+        .await;
+    let [admin, local] = free_ports::<2>();
+    let hub = Hub::start(
+        &hub_config(admin, local, &bridge("central", url, extra)),
+        admin,
+    );
+    let state = remote_state.next("the bridge's state on the remote").await;
+    assert_eq!(&state.payload[..], b"1");
+
+    let mut on_remote = MqttClient::connect(remote.port(), "remote-observer").await;
+    on_remote.subscribe("crossing/#", 1).await;
+    let mut on_hub = MqttClient::connect(local, "hub-observer").await;
+    on_hub.subscribe("crossing/#", 1).await;
+
+    let hub_publisher = MqttClient::connect(local, "hub-publisher").await;
+    hub_publisher
+        .publish("crossing/up", 1, false, "from the hub")
+        .await;
+    let seen = on_remote.until_topic("crossing/up").await;
+    assert_eq!(seen.len(), 1, "the remote saw {seen:?}");
+    assert_eq!(&seen[0].payload[..], b"from the hub");
+
+    let remote_publisher = MqttClient::connect(remote.port(), "remote-publisher").await;
+    remote_publisher
+        .publish("crossing/down", 1, false, "from the remote")
+        .await;
+    let seen = on_hub.until_topic("crossing/down").await;
+    assert_eq!(
+        &seen
+            .last()
+            .map(|message| message.payload.clone())
+            .unwrap_or_default()[..],
+        b"from the remote"
+    );
+    assert_eq!(
+        hub.metric(r#"switchyard_bridge_up{bridge="central"}"#),
+        Some(1.0)
+    );
+}
+
+/// Waits until `/api/bridges` reports an error for bridge `name`; returns it.
+async fn last_error(hub: &Hub, name: &str) -> String {
+    let found = poll_async(BRIDGE_TIMEOUT, || async {
+        let (status, body) = hub.http_get_async("/api/bridges").await;
+        let bridges: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("{status} {body}: {e}"))?;
+        let entry = bridges
+            .as_array()
+            .and_then(|list| list.iter().find(|bridge| bridge["name"] == name))
+            .ok_or_else(|| format!("no bridge {name} in {body}"))?;
+        match (entry["state"].as_str(), entry["last_error"].as_str()) {
+            (Some("down"), Some(error)) => Ok(error.to_owned()),
+            _ => Err(format!("last answer: {entry}")),
+        }
+    });
+    found.await.unwrap_or_else(|last| {
+        panic!("bridge {name} reported no error within {BRIDGE_TIMEOUT:?}; {last}")
+    })
+}
+
+#[tokio::test]
+async fn mqtts_with_the_test_ca_carries_messages_both_ways() {
+    let certificates = Certificates::generate();
+    let [tls_port] = free_ports::<1>();
+    let remote = mosquitto_with(&tls_listener(tls_port, &certificates, false), tls_port);
+    messages_cross_both_ways(
+        &remote,
+        &format!("mqtts://127.0.0.1:{tls_port}"),
+        &tls_setting(&[("ca", &certificates.ca)]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mutual_tls_presents_the_client_certificate_over_mqtt_3_1_1() {
+    let certificates = Certificates::generate();
+    let [tls_port] = free_ports::<1>();
+    let remote = mosquitto_with(&tls_listener(tls_port, &certificates, true), tls_port);
+    // Also checks the name override: the host is an address, the name checked is localhost.
+    let extra = format!(
+        "protocol = \"v4\"\n{}",
+        tls_setting(&[
+            ("ca", &certificates.ca),
+            ("cert", &certificates.client_cert),
+            ("key", &certificates.client_key),
+            ("server_name", "localhost"),
+        ])
+    );
+    messages_cross_both_ways(&remote, &format!("mqtts://127.0.0.1:{tls_port}"), &extra).await;
+}
+
+#[tokio::test]
+async fn an_untrusted_or_misnamed_certificate_keeps_the_bridge_down() {
+    let certificates = Certificates::generate();
+    let [tls_port, admin, local] = free_ports::<3>();
+    let remote = mosquitto_with(&tls_listener(tls_port, &certificates, true), tls_port);
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    let (cert, key) = (
+        certificates.client_cert.as_str(),
+        certificates.client_key.as_str(),
+    );
+    let bridges = [
+        bridge(
+            "wrong_ca",
+            &url,
+            &tls_setting(&[("ca", &certificates.other_ca), ("cert", cert), ("key", key)]),
+        ),
+        bridge(
+            "wrong_name",
+            &url,
+            &tls_setting(&[
+                ("ca", &certificates.ca),
+                ("cert", cert),
+                ("key", key),
+                ("server_name", "elsewhere.example"),
+            ]),
+        ),
+        bridge(
+            "no_client_cert",
+            &url,
+            &format!(
+                "required = false\n{}",
+                tls_setting(&[("ca", &certificates.ca)])
+            ),
+        ),
+    ]
+    .concat();
+    let hub = Hub::start_unready(&hub_config(admin, local, &bridges), admin);
+
+    for name in ["wrong_ca", "wrong_name"] {
+        let error = last_error(&hub, name).await;
+        assert!(
+            error.contains("certificate"),
+            "{name}: the error names the certificate: {error}"
+        );
+        assert_eq!(
+            hub.metric(&format!(r#"switchyard_bridge_up{{bridge="{name}"}}"#)),
+            Some(0.0)
+        );
+    }
+    // Mosquitto refuses the connection with a "certificate required" alert.
+    let error = last_error(&hub, "no_client_cert").await;
+    assert!(
+        error.to_lowercase().contains("certificate"),
+        "the error names the missing certificate: {error}"
+    );
+    let body = hub
+        .wait_for_http_async("/readyz", 503, Duration::from_secs(5))
+        .await;
+    assert!(body.contains("wrong_ca"), "readyz names the bridge: {body}");
+    assert!(
+        !body.contains("no_client_cert"),
+        "a bridge that is not required is not waited for: {body}"
+    );
+    drop(remote);
+}
+
+#[tokio::test]
+async fn websocket_urls_carry_messages_both_ways() {
+    let [ws_port] = free_ports::<1>();
+    let remote = mosquitto_with(
+        &format!("listener {ws_port} 127.0.0.1\nprotocol websockets\n"),
+        ws_port,
+    );
+    messages_cross_both_ways(&remote, &format!("ws://127.0.0.1:{ws_port}/mqtt"), "").await;
+}
+
+#[tokio::test]
+async fn secure_websocket_urls_carry_messages_both_ways() {
+    let certificates = Certificates::generate();
+    let [wss_port] = free_ports::<1>();
+    let listener = tls_listener(wss_port, &certificates, false);
+    let remote = mosquitto_with(&format!("{listener}protocol websockets\n"), wss_port);
+    messages_cross_both_ways(
+        &remote,
+        &format!("wss://127.0.0.1:{wss_port}/mqtt"),
+        &tls_setting(&[("ca", &certificates.ca)]),
+    )
+    .await;
+}
