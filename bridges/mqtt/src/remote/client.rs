@@ -62,22 +62,40 @@ pub trait RemoteClient: Send + Sync {
     /// Subscribes to `filter` (with no-local where the protocol has it).
     fn subscribe(&self, filter: String, qos: QoS) -> BoxFuture<'_, Result<(), BridgeError>>;
 
-    /// Publishes `payload` under `topic`, with `headers` as user properties where the
+    /// Hands `request` to rumqttc without waiting; false when its request channel is full
+    /// (or gone), so the caller keeps the request and tries again later. The bridge never
+    /// awaits room there: rumqttc stops taking requests while its in-flight window is
+    /// full, and a bridge blocked on it would stop reading the events that free it.
+    fn try_send(&self, request: &Request) -> bool;
+
+    /// Says goodbye to the broker (the will is not published), if rumqttc takes it now.
+    fn try_disconnect(&self);
+}
+
+/// Something for the broker.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Publish `payload` under `topic`, with `headers` as user properties where the
     /// protocol has them.
-    fn publish(
-        &self,
+    Publish {
+        /// Remote topic.
         topic: String,
+        /// Body.
         payload: Bytes,
+        /// QoS level.
         qos: QoS,
+        /// Retain flag.
         retain: bool,
+        /// User properties (MQTT 5).
         headers: Vec<(String, String)>,
-    ) -> BoxFuture<'_, Result<(), BridgeError>>;
-
-    /// Acknowledges a received message.
-    fn ack(&self, qos: u8, pkid: u16) -> BoxFuture<'_, Result<(), BridgeError>>;
-
-    /// Says goodbye to the broker (the will is not published).
-    fn disconnect(&self) -> BoxFuture<'_, Result<(), BridgeError>>;
+    },
+    /// Acknowledge the received message with packet id `pkid` at QoS level `qos`.
+    Ack {
+        /// QoS level it arrived with (1 or 2).
+        qos: u8,
+        /// Its packet id.
+        pkid: u16,
+    },
 }
 
 /// A connection being made: the client, its events, and the polling task's future, which

@@ -1,20 +1,34 @@
-//! Hub -> remote broker: publish queued messages and release each from the hub only when
-//! the broker has it (written for QoS 0, PUBACK for QoS 1). Unconfirmed messages go back
-//! to the front of the queue when the connection ends, so they are sent again, in order.
+//! Everything the bridge sends to the remote broker, and hub -> remote delivery.
+//!
+//! Requests (publishes, acknowledgements, the state message) wait in one FIFO outbox and
+//! are handed to rumqttc without blocking; the session loop retries what rumqttc could not
+//! take yet. A queued message leaves the hub only when the broker has it (written for
+//! QoS 0, PUBACK for QoS 1). Unconfirmed messages go back to the front of the hub's queue
+//! when the connection ends, so they are sent again, in order.
 
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
-use switchyard_api::{envelope, BridgeContext, BridgeError, DropReason, Format, Outbound, QoS};
+use switchyard_api::{envelope, BridgeContext, DropReason, Format, Outbound, QoS};
 
-use super::client::RemoteClient;
+use super::client::{RemoteClient, Request};
 
-/// Messages handed to the client, by stage.
+/// A request waiting for rumqttc, with the message it carries when it is a publish.
+struct Pending {
+    request: Request,
+    /// For publishes: the sequence number, and the hub entry (`None` for the state message).
+    publish: Option<(u64, Option<Outbound>)>,
+}
+
+/// Requests and messages in flight, by stage.
 pub struct Egress {
     format: Format,
     max_inflight: usize,
-    /// Handed to rumqttc, waiting to learn their packet id, in order (`None`: the bridge's
-    /// own state message).
+    /// Not yet taken by rumqttc, in order.
+    outbox: VecDeque<Pending>,
+    /// Publishes in the outbox.
+    outbox_publishes: usize,
+    /// Taken by rumqttc, waiting to learn their packet id, in order.
     unsent: VecDeque<(u64, Option<Outbound>)>,
     /// Written with QoS 1, waiting for PUBACK, by packet id.
     unacked: HashMap<u16, (u64, Option<Outbound>)>,
@@ -28,29 +42,31 @@ impl Egress {
         Self {
             format,
             max_inflight: usize::from(max_inflight.max(1)),
+            outbox: VecDeque::new(),
+            outbox_publishes: 0,
             unsent: VecDeque::new(),
             unacked: HashMap::new(),
             next_sequence: 0,
         }
     }
 
-    /// How many more messages may be handed to the client now.
+    /// How many more messages may be taken from the hub's queue now.
     pub fn room(&self) -> usize {
         self.max_inflight
-            .saturating_sub(self.unsent.len() + self.unacked.len())
+            .saturating_sub(self.outbox_publishes + self.unsent.len() + self.unacked.len())
     }
 
-    /// Publishes one queued message under its remote name.
-    pub async fn send(
-        &mut self,
-        ctx: &BridgeContext,
-        client: &dyn RemoteClient,
-        entry: Outbound,
-    ) -> Result<(), BridgeError> {
+    /// Whether requests are waiting for rumqttc to take them.
+    pub fn has_backlog(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Queues one hub message for publishing under its remote name.
+    pub fn send(&mut self, ctx: &BridgeContext, entry: Outbound) {
         let Some(name) = ctx.remote_name(entry.rule, &entry.message.topic) else {
             // The router only queues messages a rule passes; nothing to send.
             ctx.delivered(entry);
-            return Ok(());
+            return;
         };
         let payload = match self.format {
             Format::Json => {
@@ -60,35 +76,60 @@ impl Egress {
             }
             _ => entry.message.payload.clone(),
         };
-        let headers = entry.message.outgoing_headers(&ctx.hub_name);
-        let (qos, retain) = (entry.qos, entry.message.retain);
-        self.track(Some(entry));
-        client.publish(name, payload, qos, retain, headers).await
+        let request = Request::Publish {
+            topic: name,
+            payload,
+            qos: entry.qos,
+            retain: entry.message.retain,
+            headers: entry.message.outgoing_headers(&ctx.hub_name),
+        };
+        self.push_publish(request, Some(entry));
     }
 
-    /// Publishes the bridge's retained state message (`1` or `0`).
-    pub async fn send_state(
-        &mut self,
-        client: &dyn RemoteClient,
-        topic: &str,
-        up: bool,
-    ) -> Result<(), BridgeError> {
-        self.track(None);
-        let payload = Bytes::from_static(if up { b"1" } else { b"0" });
-        client
-            .publish(
-                topic.to_owned(),
-                payload,
-                QoS::AtLeastOnce,
-                true,
-                Vec::new(),
-            )
-            .await
+    /// Queues the bridge's retained state message (`1` or `0`).
+    pub fn send_state(&mut self, topic: &str, up: bool) {
+        let request = Request::Publish {
+            topic: topic.to_owned(),
+            payload: Bytes::from_static(if up { b"1" } else { b"0" }),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            headers: Vec::new(),
+        };
+        self.push_publish(request, None);
     }
 
-    fn track(&mut self, entry: Option<Outbound>) {
-        self.unsent.push_back((self.next_sequence, entry));
+    /// Queues the acknowledgement of a received message.
+    pub fn acknowledge(&mut self, qos: u8, pkid: u16) {
+        self.outbox.push_back(Pending {
+            request: Request::Ack { qos, pkid },
+            publish: None,
+        });
+    }
+
+    fn push_publish(&mut self, request: Request, entry: Option<Outbound>) {
+        self.outbox.push_back(Pending {
+            request,
+            publish: Some((self.next_sequence, entry)),
+        });
         self.next_sequence += 1;
+        self.outbox_publishes += 1;
+    }
+
+    /// Hands rumqttc as many queued requests as it takes now, in order.
+    pub fn flush(&mut self, client: &dyn RemoteClient) {
+        while let Some(pending) = self.outbox.front() {
+            if !client.try_send(&pending.request) {
+                return;
+            }
+            if let Some(Pending {
+                publish: Some(tracked),
+                ..
+            }) = self.outbox.pop_front()
+            {
+                self.outbox_publishes -= 1;
+                self.unsent.push_back(tracked);
+            }
+        }
     }
 
     /// rumqttc wrote our next publish with packet id `pkid` (0 = QoS 0, done).
@@ -135,10 +176,15 @@ impl Egress {
 
     /// Puts every unconfirmed message back at the front of the queue, in original order.
     pub fn give_back(self, ctx: &BridgeContext) {
+        let waiting = self
+            .outbox
+            .into_iter()
+            .filter_map(|pending| pending.publish);
         let mut entries: Vec<(u64, Outbound)> = self
             .unacked
             .into_values()
             .chain(self.unsent)
+            .chain(waiting)
             .filter_map(|(sequence, entry)| entry.map(|entry| (sequence, entry)))
             .collect();
         entries.sort_unstable_by_key(|(sequence, _)| *sequence);

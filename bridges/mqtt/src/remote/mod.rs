@@ -32,6 +32,9 @@ use ingress::{Ingress, Received};
 /// Most queued messages taken per round while the inflight window has room.
 const SEND_BATCH: usize = 64;
 
+/// How soon requests rumqttc could not take are offered again.
+const OUTBOX_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// How long a stopping bridge waits for its last packets to reach the broker.
 const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -174,13 +177,15 @@ impl RemoteBridge {
         let mut ingress = Ingress::new(self.format);
         let mut batch = Vec::with_capacity(SEND_BATCH);
         loop {
+            egress.flush(client);
             let room = egress.room().min(SEND_BATCH);
             tokio::select! {
                 () = ctx.shutdown.cancelled() => {
                     if let Some(state) = state {
-                        let _ = egress.send_state(client, &state.topic, false).await;
+                        egress.send_state(&state.topic, false);
                     }
-                    let _ = client.disconnect().await;
+                    egress.flush(client);
+                    client.try_disconnect();
                     return Ok(Ok(()));
                 }
                 event = events.recv() => match event {
@@ -189,9 +194,7 @@ impl RemoteBridge {
                         let (qos, pkid) = (publish.qos, publish.pkid);
                         if let Received::AckNow = ingress.receive(ctx, publish).await {
                             if qos > 0 {
-                                if let Err(error) = client.ack(qos, pkid).await {
-                                    return Ok(Err(error));
-                                }
+                                egress.acknowledge(qos, pkid);
                             }
                         }
                     }
@@ -201,18 +204,17 @@ impl RemoteBridge {
                 },
                 Some(settled) = ingress.next_settled(), if !ingress.is_idle() => {
                     if settled.outcome == AckOutcome::Delivered {
-                        if let Err(error) = client.ack(settled.qos, settled.pkid).await {
-                            return Ok(Err(error));
-                        }
+                        egress.acknowledge(settled.qos, settled.pkid);
                     }
                 }
                 _ = ctx.outbound.pop_batch(&mut batch, room), if room > 0 => {
                     for entry in batch.drain(..) {
-                        if let Err(error) = egress.send(ctx, client, entry).await {
-                            return Ok(Err(error));
-                        }
+                        egress.send(ctx, entry);
                     }
                 }
+                // rumqttc's request channel was full: try again shortly, while events
+                // (which free it) keep being read.
+                () = tokio::time::sleep(OUTBOX_RETRY), if egress.has_backlog() => {}
             }
         }
     }
@@ -229,7 +231,7 @@ impl RemoteBridge {
             client.subscribe(mqtt_filter(rule), rule.qos).await?;
         }
         if let Some(state) = state {
-            egress.send_state(client, &state.topic, true).await?;
+            egress.send_state(&state.topic, true);
         }
         Ok(())
     }

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet,
     Publish, QoS as WireQoS,
@@ -14,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::client::{
     drive, request_failed, Connection, Endpoint, EventSource, IncomingPublish, RemoteClient,
-    RemoteEvent, StateTopic, EVENT_CAPACITY,
+    RemoteEvent, Request, StateTopic, EVENT_CAPACITY,
 };
 use super::config::RemoteSettings;
 
@@ -37,37 +36,34 @@ impl RemoteClient for V4Client {
         })
     }
 
-    fn publish(
-        &self,
-        topic: String,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
-        _headers: Vec<(String, String)>,
-    ) -> BoxFuture<'_, Result<(), BridgeError>> {
-        Box::pin(async move {
-            self.0
-                .publish_bytes(topic, wire_qos(qos), retain, payload)
-                .await
-                .map_err(request_failed)
-        })
+    fn try_send(&self, request: &Request) -> bool {
+        match request {
+            // MQTT 3.1.1 has no user properties: the headers stay behind.
+            Request::Publish {
+                topic,
+                payload,
+                qos,
+                retain,
+                ..
+            } => self
+                .0
+                .try_publish(topic.as_str(), wire_qos(*qos), *retain, payload.to_vec())
+                .is_ok(),
+            Request::Ack { qos, pkid } => {
+                let level = if *qos >= 2 {
+                    WireQoS::ExactlyOnce
+                } else {
+                    WireQoS::AtLeastOnce
+                };
+                let mut publish = Publish::new("", level, Vec::new());
+                publish.pkid = *pkid;
+                self.0.try_ack(&publish).is_ok()
+            }
+        }
     }
 
-    fn ack(&self, qos: u8, pkid: u16) -> BoxFuture<'_, Result<(), BridgeError>> {
-        Box::pin(async move {
-            let level = if qos >= 2 {
-                WireQoS::ExactlyOnce
-            } else {
-                WireQoS::AtLeastOnce
-            };
-            let mut publish = Publish::new("", level, Vec::new());
-            publish.pkid = pkid;
-            self.0.ack(&publish).await.map_err(request_failed)
-        })
-    }
-
-    fn disconnect(&self) -> BoxFuture<'_, Result<(), BridgeError>> {
-        Box::pin(async move { self.0.disconnect().await.map_err(request_failed) })
+    fn try_disconnect(&self) {
+        let _ = self.0.try_disconnect();
     }
 }
 

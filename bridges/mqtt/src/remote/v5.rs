@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::client::{
     drive, request_failed, Connection, Endpoint, EventSource, IncomingPublish, RemoteClient,
-    RemoteEvent, StateTopic, EVENT_CAPACITY,
+    RemoteEvent, Request, StateTopic, EVENT_CAPACITY,
 };
 use super::config::RemoteSettings;
 
@@ -44,41 +44,44 @@ impl RemoteClient for V5Client {
         })
     }
 
-    fn publish(
-        &self,
-        topic: String,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
-        headers: Vec<(String, String)>,
-    ) -> BoxFuture<'_, Result<(), BridgeError>> {
-        Box::pin(async move {
-            let properties = PublishProperties {
-                user_properties: headers,
-                ..PublishProperties::default()
-            };
-            self.0
-                .publish_with_properties(topic, wire_qos(qos), retain, payload, properties)
-                .await
-                .map_err(request_failed)
-        })
+    fn try_send(&self, request: &Request) -> bool {
+        match request {
+            Request::Publish {
+                topic,
+                payload,
+                qos,
+                retain,
+                headers,
+            } => {
+                let properties = PublishProperties {
+                    user_properties: headers.clone(),
+                    ..PublishProperties::default()
+                };
+                self.0
+                    .try_publish_with_properties(
+                        topic.as_str(),
+                        wire_qos(*qos),
+                        *retain,
+                        payload.clone(),
+                        properties,
+                    )
+                    .is_ok()
+            }
+            Request::Ack { qos, pkid } => {
+                let level = if *qos >= 2 {
+                    WireQoS::ExactlyOnce
+                } else {
+                    WireQoS::AtLeastOnce
+                };
+                let mut publish = Publish::new("", level, Bytes::new(), None);
+                publish.pkid = *pkid;
+                self.0.try_ack(&publish).is_ok()
+            }
+        }
     }
 
-    fn ack(&self, qos: u8, pkid: u16) -> BoxFuture<'_, Result<(), BridgeError>> {
-        Box::pin(async move {
-            let level = if qos >= 2 {
-                WireQoS::ExactlyOnce
-            } else {
-                WireQoS::AtLeastOnce
-            };
-            let mut publish = Publish::new("", level, Bytes::new(), None);
-            publish.pkid = pkid;
-            self.0.ack(&publish).await.map_err(request_failed)
-        })
-    }
-
-    fn disconnect(&self) -> BoxFuture<'_, Result<(), BridgeError>> {
-        Box::pin(async move { self.0.disconnect().await.map_err(request_failed) })
+    fn try_disconnect(&self) {
+        let _ = self.0.try_disconnect();
     }
 }
 
