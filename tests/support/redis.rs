@@ -26,6 +26,11 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// Whether `port` speaks TLS (and nothing listens in plain text).
+    tls: bool,
+    /// Arguments after the defaults (`--requirepass`, `--user`, the TLS files...); kept
+    /// for restarts.
+    extra_args: Vec<String>,
     log_path: PathBuf,
     dir: TestDir,
 }
@@ -33,11 +38,31 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with `extra_args` after the defaults (later arguments
+    /// win), e.g. `["--requirepass", "secret"]`.
+    pub fn start_with(extra_args: &[&str]) -> RedisServer {
+        RedisServer::launch(false, extra_args)
+    }
+
+    /// A server that speaks only TLS on its port (`--tls-port PORT --port 0`);
+    /// `extra_args` names the files (`--tls-cert-file`, `--tls-key-file`,
+    /// `--tls-ca-cert-file`) and sets `--tls-auth-clients`. redis-cli then needs `--tls
+    /// --cacert CA` (and `--cert`/`--key` when clients must present one).
+    pub fn start_tls(extra_args: &[&str]) -> RedisServer {
+        RedisServer::launch(true, extra_args)
+    }
+
+    fn launch(tls: bool, extra_args: &[&str]) -> RedisServer {
         let dir = TestDir::new("redis");
         let log_path = dir.path().join("redis.log");
         let mut server = RedisServer {
             child: None,
             port: free_port(),
+            tls,
+            extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
             log_path,
             dir,
         };
@@ -49,9 +74,11 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT`, as a hub `redis` bridge's `url`.
+    /// `redis://127.0.0.1:PORT` (`rediss://` for a TLS server), as a hub `redis` bridge's
+    /// `url`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Stops the server (SIGTERM) and starts it again, empty, on the same port.
@@ -79,7 +106,8 @@ impl RedisServer {
         }
     }
 
-    /// Runs `redis-cli -p PORT ARGS...`; its output (panics if it fails).
+    /// Runs `redis-cli -p PORT ARGS...`; its output (panics if it fails). Credentials and
+    /// TLS options go first in `args` (`-a`, `--user`, `--tls`, `--cacert`, ...).
     pub fn cli(&self, args: &[&str]) -> String {
         let program = require_command("redis-cli");
         let output = run_with_timeout(
@@ -127,11 +155,19 @@ impl RedisServer {
         let mut log = log.unwrap_or_else(|e| panic!("open {}: {e}", self.log_path.display()));
         let _ = writeln!(log, "---- support: starting redis-server ----");
         let stderr = log.try_clone().expect("clone the log file handle");
+        let port = self.port.to_string();
+        let listen: &[&str] = if self.tls {
+            &["--tls-port", &port, "--port", "0"]
+        } else {
+            &["--port", &port]
+        };
         let child = Command::new(&program)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)

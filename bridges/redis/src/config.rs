@@ -2,18 +2,20 @@
 
 use std::time::Duration;
 
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, TlsCertificates};
 use serde::Deserialize;
 use switchyard_api::settings::{parse_settings, ConfigDuration};
 use switchyard_api::subscription::{redis_subscription, RedisSubscription};
 use switchyard_api::{RuleSet, SettingError};
+
+use crate::tls::TlsSettings;
 
 /// The adapter's own keys of a `type = "redis"` bridge.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// The server: `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS
-    /// (certificates checked against the system's roots).
+    /// (certificates checked against `tls.ca`, else the system's roots).
     #[serde(default = "default_url")]
     pub url: String,
     /// ACL user name (Redis 6+); overrides one given in `url`.
@@ -25,6 +27,9 @@ pub struct RedisSettings {
     /// Database number (`SELECT`); overrides one given in `url`.
     #[serde(default)]
     pub database: Option<i64>,
+    /// For `rediss://`: the authorities to trust and the client certificate to present.
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// `pubsub` (channels, at most once) or `streams` (consumer groups, at least once).
     #[serde(default)]
     pub mode: Mode,
@@ -150,6 +155,8 @@ pub struct RedisConfig {
     pub settings: RedisSettings,
     /// Where and how to connect (credentials and database applied).
     pub connection: ConnectionInfo,
+    /// The `tls` files' contents; `None`: the system's authorities, no client certificate.
+    pub tls: Option<TlsCertificates>,
     /// Streams mode: the stream key read by each `in` rule, in rule order, no repeats.
     pub stream_keys: Vec<String>,
 }
@@ -159,6 +166,8 @@ impl RedisConfig {
     pub fn parse(value: serde_json::Value, rules: &RuleSet) -> Result<RedisConfig, SettingError> {
         let settings: RedisSettings = parse_settings(value)?;
         let connection = connection_info(&settings)?;
+        let secure = matches!(connection.addr(), ConnectionAddr::TcpTls { .. });
+        let tls = settings.tls.load(secure)?;
         for (key, value) in [
             ("batch", settings.batch),
             ("receive_buffer", settings.receive_buffer),
@@ -179,6 +188,7 @@ impl RedisConfig {
         Ok(RedisConfig {
             settings,
             connection,
+            tls,
             stream_keys,
         })
     }

@@ -5,14 +5,13 @@
 //! as push frames handed to a callback ([`open_subscriber`]); everything else uses RESP2.
 //!
 //! `rediss://` connects with rustls (aws-lc-rs), checking the server's certificate against
-//! the system's root certificates; client certificates and a private CA come with the
-//! hub-wide TLS settings.
+//! the authorities of `tls.ca`, else the system's, and presenting `tls.cert` when set.
 
 use std::sync::Once;
 use std::time::Duration;
 
 use redis::aio::{AsyncPushSender, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, ProtocolVersion, RedisError};
+use redis::{AsyncConnectionConfig, Client, ErrorKind, ProtocolVersion, RedisError};
 use switchyard_api::BridgeError;
 
 use crate::config::RedisConfig;
@@ -47,17 +46,32 @@ fn connection_config(config: &RedisConfig) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new().set_connection_timeout(Some(config.settings.connect_timeout.0))
 }
 
+/// Connects to `config`'s server (named by the caller in errors, see `RedisBridge::serve`).
 async fn connect(
     config: &RedisConfig,
     info: redis::ConnectionInfo,
     settings: AsyncConnectionConfig,
 ) -> Result<MultiplexedConnection, BridgeError> {
     install_crypto_provider();
-    let client = Client::open(info).map_err(|error| failed("configure the client", error))?;
+    let client = match &config.tls {
+        None => Client::open(info),
+        Some(certificates) => Client::build_with_tls(info, certificates.clone()),
+    };
+    let client = client.map_err(|error| failed("configure the client", error))?;
     client
         .get_multiplexed_async_connection_with_config(&settings)
         .await
-        .map_err(|error| failed(&format!("connect to {}", config.describe()), error))
+        .map_err(connect_failed)
+}
+
+/// A failure to connect; the caller names the server. A refused or missing login says
+/// which settings to check, as the client library's words do not.
+fn connect_failed(error: RedisError) -> BridgeError {
+    if error.kind() == ErrorKind::AuthenticationFailed || error.code() == Some("NOAUTH") {
+        failed("connect (check the bridge's username and password)", error)
+    } else {
+        failed("connect", error)
+    }
 }
 
 /// rustls needs one process-wide crypto provider; several crates may enable different

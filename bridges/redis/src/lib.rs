@@ -22,6 +22,7 @@
 //! # Layout
 //! - [`config`]: the settings, their defaults and their validation.
 //! - [`connection`]: opening connections (TLS, credentials, database, RESP3 for pub/sub).
+//! - [`tls`]: the `tls` setting: trusted authorities and client certificate, read at build.
 //! - [`format`]: payloads in `raw` or `json`.
 //! - [`subscriptions`]: the pub/sub subscriptions and taking each message once.
 //! - [`subscriber`]: pub/sub in. [`gap`]: counting pub/sub gaps across reconnections.
@@ -39,6 +40,7 @@ pub mod gap;
 pub mod reply;
 pub mod subscriber;
 pub mod subscriptions;
+pub mod tls;
 
 use std::sync::Arc;
 
