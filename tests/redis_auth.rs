@@ -6,21 +6,18 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::mqtt::MqttClient;
 use support::redis::RedisServer;
-use support::{free_ports, poll, poll_async, require_command, run_with_timeout, Hub, TestDir};
+use support::tls::Certificates;
+use support::{free_ports, poll, poll_async, Hub};
 
 /// How long a test waits for something it polls.
 const WAIT: Duration = Duration::from_secs(30);
 
 /// How long a bridge may take to report why it cannot connect.
 const BRIDGE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// How long one `openssl` invocation may take.
-const OPENSSL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A hub with an embedded MQTT broker on `mqtt` (everything both ways, QoS 1) and the
 /// bridges in `bridges`.
@@ -261,96 +258,20 @@ qos = 1
     assert_eq!(redis.cli(&["-n", "0", "EXISTS", "receipts"]).trim(), "0");
 }
 
-/// X.509 extensions for the certificates below (RFC 5280 section 4.2): a CA that may sign,
-/// a server certificate naming 127.0.0.1, and a client certificate.
-const OPENSSL_CONFIG: &str = "\
-[req]
-distinguished_name = subject
-
-[subject]
-
-[ca]
-basicConstraints = critical, CA:true
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-
-[server]
-basicConstraints = critical, CA:false
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1
-authorityKeyIdentifier = keyid
-
-[client]
-basicConstraints = critical, CA:false
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-authorityKeyIdentifier = keyid
-";
-
-/// PEM files made by `openssl` for one test: `ca.pem` signed `server.pem` and
-/// `client.pem` (keys `server.key`, `client.key`); `other-ca.pem` signed nothing here.
-struct Certificates {
-    dir: TestDir,
-}
-
-impl Certificates {
-    fn generate() -> Certificates {
-        let dir = TestDir::new("redis-tls");
-        dir.write("openssl.cnf", OPENSSL_CONFIG);
-        let openssl = |arguments: &str| {
-            let output = run_with_timeout(
-                Command::new(require_command("openssl"))
-                    .current_dir(dir.path())
-                    .args(arguments.split_whitespace()),
-                OPENSSL_TIMEOUT,
-            );
-            assert!(
-                output.status.success(),
-                "openssl {arguments} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        for ca in ["ca", "other-ca"] {
-            openssl(&format!(
-                "req -x509 -config openssl.cnf -extensions ca {new_key} -days 2 \
-                 -subj /CN=switchyard-test-{ca} -keyout {ca}.key -out {ca}.pem"
-            ));
-        }
-        for (serial, leaf) in [(1, "server"), (2, "client")] {
-            openssl(&format!(
-                "req -new -config openssl.cnf {new_key} -subj /CN={leaf} \
-                 -keyout {leaf}.key -out {leaf}.csr"
-            ));
-            openssl(&format!(
-                "x509 -req -in {leaf}.csr -days 2 -CA ca.pem -CAkey ca.key -set_serial {serial} \
-                 -extfile openssl.cnf -extensions {leaf} -out {leaf}.pem"
-            ));
-        }
-        Certificates { dir }
-    }
-
-    /// The absolute path of `name` (e.g. `ca.pem`).
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    /// A redis-server speaking only TLS with `server.pem`, trusting `ca.pem` for client
-    /// certificates, which it demands when `clients_must_present` is true.
-    fn server(&self, clients_must_present: bool) -> RedisServer {
-        let auth_clients = if clients_must_present { "yes" } else { "no" };
-        RedisServer::start_tls(&[
-            "--tls-cert-file",
-            &self.path("server.pem"),
-            "--tls-key-file",
-            &self.path("server.key"),
-            "--tls-ca-cert-file",
-            &self.path("ca.pem"),
-            "--tls-auth-clients",
-            auth_clients,
-        ])
-    }
+/// A redis-server speaking only TLS with the test certificates, trusting the test CA for
+/// client certificates, which it demands when `clients_must_present` is true.
+fn tls_redis(certificates: &Certificates, clients_must_present: bool) -> RedisServer {
+    let auth_clients = if clients_must_present { "yes" } else { "no" };
+    RedisServer::start_tls(&[
+        "--tls-cert-file",
+        &certificates.server_cert,
+        "--tls-key-file",
+        &certificates.server_key,
+        "--tls-ca-cert-file",
+        &certificates.ca,
+        "--tls-auth-clients",
+        auth_clients,
+    ])
 }
 
 /// `tls = { ... }` with the given keys and values.
@@ -365,14 +286,11 @@ fn tls_setting(pairs: &[(&str, &str)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_trusts_the_configured_ca_and_refuses_other_certificates() {
     let certificates = Certificates::generate();
-    let redis = certificates.server(false);
+    let redis = tls_redis(&certificates, false);
     let [admin, mqtt] = free_ports::<2>();
     let url = redis.url();
     assert!(url.starts_with("rediss://"), "{url}");
-    let (ca, other_ca) = (
-        certificates.path("ca.pem"),
-        certificates.path("other-ca.pem"),
-    );
+    let (ca, other_ca) = (certificates.ca.clone(), certificates.other_ca.clone());
     let bridges = [
         bridge("trusting", &url, &tls_setting(&[("ca", &ca)])),
         bridge("system_roots", &url, ""),
@@ -395,13 +313,13 @@ async fn rediss_trusts_the_configured_ca_and_refuses_other_certificates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_presents_the_client_certificate() {
     let certificates = Certificates::generate();
-    let redis = certificates.server(true);
+    let redis = tls_redis(&certificates, true);
     let [admin, mqtt] = free_ports::<2>();
     let url = redis.url();
     let (ca, cert, key) = (
-        certificates.path("ca.pem"),
-        certificates.path("client.pem"),
-        certificates.path("client.key"),
+        certificates.ca.clone(),
+        certificates.client_cert.clone(),
+        certificates.client_key.clone(),
     );
     let bridges = [
         bridge(

@@ -9,6 +9,7 @@
 //! - [`http`]: a minimal HTTP/1.1 GET client for the admin API (sync and async).
 //! - [`metrics`]: parsing Prometheus text and selecting series.
 //! - [`mqtt`]: [`mqtt::MqttClient`], an MQTT 5 test client that records what it receives.
+//! - [`tls`]: test certificates (a CA, server and client certificates) made with openssl.
 //! - [`mosquitto`]: [`Mosquitto`], a private Mosquitto broker on a free port, for tests
 //!   that stop or restart "the remote broker".
 //! - [`proxy`]: [`proxy::TcpProxy`], a TCP forwarder to a shared broker that a test can
@@ -35,6 +36,7 @@ pub mod process;
 pub mod proxy;
 pub mod rabbitmq;
 pub mod redis;
+pub mod tls;
 
 #[allow(unused_imports)]
 pub use hub::{hub_command, run_hub_command, Hub, HubBuilder};

@@ -11,6 +11,7 @@ use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::ExchangeKind;
 use serde::Deserialize;
 use switchyard_api::settings::{parse_settings, ConfigDuration};
+use switchyard_api::tls::TlsSettings;
 use switchyard_api::SettingError;
 
 /// The broker a bridge connects to when `url` is not set: a local RabbitMQ with its
@@ -152,21 +153,6 @@ impl Default for QueueSettings {
     }
 }
 
-/// `tls = { ... }` for `amqps://` URLs.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM file of the certificate authorities to trust (`""` = the system's).
-    #[serde(default)]
-    pub ca: String,
-    /// PEM file of the client certificate chain, for mutual TLS (with `key`).
-    #[serde(default)]
-    pub cert: String,
-    /// PEM file of the client certificate's private key.
-    #[serde(default)]
-    pub key: String,
-}
-
 /// Validated settings, ready for connecting.
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
@@ -251,7 +237,7 @@ impl AmqpSettings {
             ));
         }
         uri.query.heartbeat = Some(heartbeat as u16);
-        let tls = self.tls.load()?;
+        let tls = tls_config(&self.tls)?;
         if uri.scheme == AMQPScheme::AMQP && (tls.identity.is_some() || tls.cert_chain.is_some()) {
             return Err(SettingError::new(
                 "tls",
@@ -313,43 +299,25 @@ impl AmqpSettings {
     }
 }
 
-impl TlsSettings {
-    /// Reads the PEM files named.
-    fn load(&self) -> Result<OwnedTLSConfig, SettingError> {
-        let cert_chain = if self.ca.is_empty() {
-            None
-        } else {
-            Some(read_pem("tls.ca", &self.ca)?)
-        };
-        let identity = match (self.cert.is_empty(), self.key.is_empty()) {
-            (true, true) => None,
-            (false, false) => Some(OwnedIdentity::PKCS8 {
-                pem: read_pem("tls.cert", &self.cert)?.into_bytes(),
-                key: read_pem("tls.key", &self.key)?.into_bytes(),
-            }),
-            (true, false) => {
-                return Err(SettingError::new(
-                    "tls.cert",
-                    "tls.key is set: set tls.cert too",
-                ))
-            }
-            (false, true) => {
-                return Err(SettingError::new(
-                    "tls.key",
-                    "tls.cert is set: set tls.key too",
-                ))
-            }
-        };
-        Ok(OwnedTLSConfig {
-            identity,
-            cert_chain,
+/// The checked `tls` files as lapin takes them. lapin checks the certificate against the
+/// URL's host only, so `server_name` is refused.
+fn tls_config(settings: &TlsSettings) -> Result<OwnedTLSConfig, SettingError> {
+    settings.refuse_server_name()?;
+    let files = settings.load()?;
+    let cert_chain = files
+        .ca
+        .map(|pem| {
+            String::from_utf8(pem)
+                .map_err(|_| SettingError::new("tls.ca", "the PEM file is not UTF-8"))
         })
-    }
-}
-
-fn read_pem(key: &str, path: &str) -> Result<String, SettingError> {
-    std::fs::read_to_string(path)
-        .map_err(|error| SettingError::new(key, format!("cannot read {path}: {error}")))
+        .transpose()?;
+    Ok(OwnedTLSConfig {
+        identity: files.identity.map(|identity| OwnedIdentity::PKCS8 {
+            pem: identity.cert_chain,
+            key: identity.key,
+        }),
+        cert_chain,
+    })
 }
 
 /// `url` without its password, for messages.

@@ -13,6 +13,7 @@
 //! - [`server`]: what server bridges share: client subscriptions, queues and fan-out.
 //! - [`settings`]: settings every bridge shares, and the configuration's value types.
 //! - [`telemetry`]: per-bridge counters and the latency histogram.
+//! - [`tls`]: the `tls` settings of bridges that connect out, with their files checked.
 //! - [`bridge`]: the `Bridge` trait, its factory and its context.
 
 pub mod ack;
@@ -26,6 +27,7 @@ pub mod server;
 pub mod settings;
 pub mod subscription;
 pub mod telemetry;
+pub mod tls;
 pub mod topic;
 pub mod trie;
 

@@ -8,7 +8,7 @@ use switchyard_api::settings::{parse_settings, ConfigDuration};
 use switchyard_api::subscription::{redis_subscription, RedisSubscription};
 use switchyard_api::{RuleSet, SettingError};
 
-use crate::tls::TlsSettings;
+use switchyard_api::tls::TlsSettings;
 
 /// The adapter's own keys of a `type = "redis"` bridge.
 #[derive(Debug, Clone, Deserialize)]
@@ -167,7 +167,7 @@ impl RedisConfig {
         let settings: RedisSettings = parse_settings(value)?;
         let connection = connection_info(&settings)?;
         let secure = matches!(connection.addr(), ConnectionAddr::TcpTls { .. });
-        let tls = settings.tls.load(secure)?;
+        let tls = crate::tls::certificates(&settings.tls, secure)?;
         for (key, value) in [
             ("batch", settings.batch),
             ("receive_buffer", settings.receive_buffer),

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use switchyard_api::settings::ConfigDuration;
+use switchyard_api::tls::TlsSettings;
 use switchyard_api::SettingError;
 
 /// The adapter's own keys of a `type = "mqtt"` bridge.
@@ -54,35 +55,6 @@ pub struct RemoteSettings {
     /// Certificates for `mqtts://` and `wss://` addresses.
     #[serde(default)]
     pub tls: TlsSettings,
-}
-
-/// `tls = { ... }`: how to check the broker's certificate and which one to present.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM file of the certificate authorities to trust (`""` = the system's).
-    #[serde(default)]
-    pub ca: String,
-    /// PEM file of the client certificate chain, for mutual TLS (with `key`).
-    #[serde(default)]
-    pub cert: String,
-    /// PEM file of the client certificate's private key.
-    #[serde(default)]
-    pub key: String,
-    /// The name the broker's certificate must carry, when it is not the host connected to
-    /// (`""` = the host).
-    #[serde(default)]
-    pub server_name: String,
-}
-
-impl TlsSettings {
-    /// Whether any key is set.
-    pub fn is_set(&self) -> bool {
-        !(self.ca.is_empty()
-            && self.cert.is_empty()
-            && self.key.is_empty()
-            && self.server_name.is_empty())
-    }
 }
 
 /// The MQTT protocol version spoken to the remote broker.

@@ -17,7 +17,9 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use switchyard_api::SettingError;
 
 use super::client::Endpoint;
-use super::config::{BrokerAddress, TlsSettings};
+use switchyard_api::tls::{TlsFiles, TlsSettings};
+
+use super::config::BrokerAddress;
 
 /// Pairs every address with its transport; the TLS configuration is built (and its files
 /// read) only when an address needs it.
@@ -54,9 +56,10 @@ pub fn endpoints(
 /// name to check the broker's certificate against.
 fn client_config(settings: &TlsSettings) -> Result<ClientConfig, SettingError> {
     let expected_name = expected_name(&settings.server_name)?;
-    let identity = client_identity(settings)?;
+    let files = settings.load()?;
+    let identity = client_identity(&files)?;
     let provider = Arc::new(aws_lc_rs::default_provider());
-    let roots = Arc::new(trusted_roots(&settings.ca)?);
+    let roots = Arc::new(trusted_roots(&files)?);
     let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|error| SettingError::new("tls.ca", error.to_string()))?;
@@ -95,78 +98,54 @@ fn expected_name(server_name: &str) -> Result<Option<ServerName<'static>>, Setti
         })
 }
 
-/// The client certificate chain and its key, for mutual TLS; `None` when neither is set.
+/// The client certificate chain and its key, for mutual TLS.
 type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
-fn client_identity(settings: &TlsSettings) -> Result<Option<Identity>, SettingError> {
-    match (settings.cert.is_empty(), settings.key.is_empty()) {
-        (true, true) => Ok(None),
-        (false, false) => {
-            let chain = certificates("tls.cert", &settings.cert)?;
-            let key = PrivateKeyDer::from_pem_slice(&read("tls.key", &settings.key)?).map_err(
-                |error| {
-                    SettingError::new(
-                        "tls.key",
-                        format!("no private key in {}: {error}", settings.key),
-                    )
-                },
-            )?;
-            Ok(Some((chain, key)))
-        }
-        (true, false) => Err(SettingError::new(
-            "tls.cert",
-            "tls.key is set: set tls.cert too",
-        )),
-        (false, true) => Err(SettingError::new(
-            "tls.key",
-            "tls.cert is set: set tls.key too",
-        )),
-    }
+/// The checked client identity, parsed for rustls.
+fn client_identity(files: &TlsFiles) -> Result<Option<Identity>, SettingError> {
+    let Some(identity) = &files.identity else {
+        return Ok(None);
+    };
+    let chain = parse_certificates("tls.cert", &identity.cert_chain)?;
+    let key = PrivateKeyDer::from_pem_slice(&identity.key)
+        .map_err(|error| SettingError::new("tls.key", error.to_string()))?;
+    Ok(Some((chain, key)))
 }
 
-/// The authorities in the `ca` file, or the system's when `ca` is empty.
-fn trusted_roots(ca: &str) -> Result<RootCertStore, SettingError> {
+/// The authorities of the `ca` file, or the system's when there is none.
+fn trusted_roots(files: &TlsFiles) -> Result<RootCertStore, SettingError> {
     let mut roots = RootCertStore::empty();
-    if ca.is_empty() {
-        let system = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(system.certs);
-        if added == 0 {
-            let errors: Vec<String> = system.errors.iter().map(ToString::to_string).collect();
-            return Err(SettingError::new(
-                "tls.ca",
-                format!(
-                    "no system certificate authorities found ({}); name a PEM file",
-                    errors.join("; ")
-                ),
-            ));
+    match &files.ca {
+        None => {
+            let system = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(system.certs);
+            if added == 0 {
+                let errors: Vec<String> = system.errors.iter().map(ToString::to_string).collect();
+                return Err(SettingError::new(
+                    "tls.ca",
+                    format!(
+                        "no system certificate authorities found ({}); name a PEM file",
+                        errors.join("; ")
+                    ),
+                ));
+            }
         }
-    } else {
-        for certificate in certificates("tls.ca", ca)? {
-            roots
-                .add(certificate)
-                .map_err(|error| SettingError::new("tls.ca", format!("{ca}: {error}")))?;
+        Some(pem) => {
+            for certificate in parse_certificates("tls.ca", pem)? {
+                roots
+                    .add(certificate)
+                    .map_err(|error| SettingError::new("tls.ca", error.to_string()))?;
+            }
         }
     }
     Ok(roots)
 }
 
-/// Every certificate in the PEM file at `path`; at least one.
-fn certificates(key: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, SettingError> {
-    let certificates = CertificateDer::pem_slice_iter(&read(key, path)?)
+/// The certificates of checked PEM (setting `key`).
+fn parse_certificates(key: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, SettingError> {
+    CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| SettingError::new(key, format!("{path}: {error}")))?;
-    if certificates.is_empty() {
-        return Err(SettingError::new(
-            key,
-            format!("no PEM certificate in {path}"),
-        ));
-    }
-    Ok(certificates)
-}
-
-fn read(key: &str, path: &str) -> Result<Vec<u8>, SettingError> {
-    std::fs::read(path)
-        .map_err(|error| SettingError::new(key, format!("cannot read {path}: {error}")))
+        .map_err(|error| SettingError::new(key, error.to_string()))
 }
 
 /// Checks the broker's certificate against `tls.server_name` instead of the host connected
