@@ -21,9 +21,16 @@ pub fn route(files: &[PathBuf], from: &str, name: &str) -> anyhow::Result<()> {
             names.join(", ")
         );
     };
-    let Some(inbound) = plans[origin].spec.rules.inbound(name) else {
-        println!("{from}: {name:?} passes no `in` rule of this bridge; it would be ignored.");
-        return Ok(());
+    let inbound = match plans[origin].spec.rules.inbound(name) {
+        Ok(Some(inbound)) => inbound,
+        Ok(None) => {
+            println!("{from}: {name:?} passes no `in` rule of this bridge; it would be ignored.");
+            return Ok(());
+        }
+        Err(invalid) => {
+            println!("{from}: {invalid}; it would be dropped (invalid).");
+            return Ok(());
+        }
     };
     println!(
         "{from}: {name:?} enters the hub as {:?} (qos {} at most).",

@@ -23,7 +23,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
-use switchyard_api::{Ack, AckOutcome, AckReceiver, BridgeContext, BridgeError, DropReason, Topic};
+use switchyard_api::{Ack, AckOutcome, AckReceiver, BridgeContext, BridgeError, DropReason};
 
 use crate::config::AmqpConfig;
 use crate::format::Codec;
@@ -177,21 +177,17 @@ impl<'a> Ingress<'a> {
     async fn accept(&mut self, delivery: Delivery) -> Settlement {
         let tag = delivery.delivery_tag;
         let routing_key = delivery.routing_key.as_str();
-        let Some(inbound) = self.ctx.rules.inbound(routing_key) else {
+        let inbound = match self.ctx.rules.inbound(routing_key) {
+            Ok(Some(inbound)) => inbound,
             // The binding key is coarser than the rule (a prefix ending inside a word):
             // not for us, and not counted as received.
-            return Settlement::known(tag, Verdict::Ack);
-        };
-        let topic = match Topic::new(&inbound.topic) {
-            Ok(topic) => topic,
-            Err(error) => {
-                self.ctx.metrics.dropped(
-                    DropReason::Invalid,
-                    format_args!("routing key {routing_key:?} is not a valid hub topic: {error}"),
-                );
+            Ok(None) => return Settlement::known(tag, Verdict::Ack),
+            Err(invalid) => {
+                self.ctx.metrics.dropped(DropReason::Invalid, &invalid);
                 return Settlement::known(tag, Verdict::Reject);
             }
         };
+        let topic = inbound.topic;
         let incoming =
             match self
                 .codec

@@ -18,9 +18,9 @@ use crate::ack::Ack;
 use crate::message::Message;
 use crate::names::Naming;
 use crate::queue::{Outbound, OutboundQueue};
-use crate::rule::{Rule, RuleSet};
+use crate::rule::{Inbound, Rule, RuleSet};
 use crate::settings::{CommonSettings, Format, SettingError};
-use crate::telemetry::{BridgeMetrics, LatencyHistogram};
+use crate::telemetry::{BridgeMetrics, DropReason, LatencyHistogram};
 
 /// A boxed, sendable future (what trait objects can return).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -157,6 +157,19 @@ impl BridgeContext {
     /// The retained messages this bridge may send out, with the `out` rule passing each.
     pub fn retained(&self) -> Vec<(Arc<Message>, usize)> {
         self.router.retained(self.id)
+    }
+
+    /// Maps a remote name through the `in` rules, for bridges to which a name no rule
+    /// passes is simply not theirs: `None` then, and also when the name maps to no valid
+    /// hub topic (counted as `invalid`).
+    pub fn inbound(&self, name: &str) -> Option<Inbound> {
+        match self.rules.inbound(name) {
+            Ok(found) => found,
+            Err(invalid) => {
+                self.metrics.dropped(DropReason::Invalid, &invalid);
+                None
+            }
+        }
     }
 
     /// The remote name of a hub topic through this bridge's rule `rule` (as carried by an

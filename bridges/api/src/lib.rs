@@ -38,7 +38,7 @@ pub use bridge::{
 pub use message::{Message, QoS};
 pub use names::Naming;
 pub use queue::{Outbound, OutboundQueue, Overflow, QueueLimits};
-pub use rule::{Direction, Rule, RuleConfig, RuleSet};
+pub use rule::{Direction, Inbound, InvalidName, Rule, RuleConfig, RuleSet};
 pub use settings::{CommonSettings, Format, SettingError};
 pub use telemetry::{BridgeMetrics, DropReason, LatencyHistogram};
 pub use topic::{Topic, TopicError, TopicFilter};

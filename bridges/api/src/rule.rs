@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use crate::message::QoS;
 use crate::names::Naming;
-use crate::topic::{validate_topic_name, TopicError, TopicFilter, LEVEL_SEPARATOR};
+use crate::topic::{validate_topic_name, Topic, TopicError, TopicFilter, LEVEL_SEPARATOR};
 
 /// Which way messages flow through a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -187,9 +187,22 @@ pub struct RuleSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inbound {
     /// The hub topic.
-    pub topic: String,
+    pub topic: Topic,
     /// The highest QoS the message keeps.
     pub qos: QoS,
+}
+
+/// A remote name that an `in` rule accepts but that maps to no valid hub topic (a routing
+/// key containing `#`, a name equal to the prefix, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{name:?} maps to {topic:?}, which is not a valid hub topic: {source}")]
+pub struct InvalidName {
+    /// The remote name.
+    pub name: String,
+    /// What it maps to.
+    pub topic: String,
+    /// Why that is not a hub topic.
+    pub source: TopicError,
 }
 
 impl RuleSet {
@@ -218,14 +231,23 @@ impl RuleSet {
         self.rules.iter().filter(|rule| rule.direction.is_in())
     }
 
-    /// Maps a remote name through the first `in` rule that accepts it.
-    pub fn inbound(&self, name: &str) -> Option<Inbound> {
-        self.inbound_rules().find_map(|rule| {
-            rule.to_hub(name).map(|topic| Inbound {
+    /// Maps a remote name through the first `in` rule that accepts it: `Ok(None)` when
+    /// none does, an error when it maps to something that is not a valid hub topic.
+    pub fn inbound(&self, name: &str) -> Result<Option<Inbound>, InvalidName> {
+        let Some((topic, qos)) = self
+            .inbound_rules()
+            .find_map(|rule| rule.to_hub(name).map(|topic| (topic, rule.qos)))
+        else {
+            return Ok(None);
+        };
+        match Topic::new(&topic) {
+            Ok(topic) => Ok(Some(Inbound { topic, qos })),
+            Err(source) => Err(InvalidName {
+                name: name.to_owned(),
                 topic,
-                qos: rule.qos,
-            })
-        })
+                source,
+            }),
+        }
     }
 }
 
@@ -314,6 +336,24 @@ mod tests {
             "site/#"
         );
         assert_eq!(rule("a", "pre", "", Naming::DOTTED).hub_filter(), "#");
+    }
+
+    #[test]
+    fn inbound_names_map_to_valid_hub_topics_or_say_why_not() {
+        let rules = RuleSet::new(vec![rule("#", "bus/", "", Naming::DOTTED)]);
+        let inbound = rules.inbound("a.b").expect("valid").expect("passes");
+        assert_eq!(
+            (inbound.topic.as_str(), inbound.qos),
+            ("bus/a/b", QoS::AtLeastOnce)
+        );
+        let invalid = rules.inbound("a.#").unwrap_err();
+        assert_eq!(invalid.topic, "bus/a/#");
+        assert_eq!(invalid.source, TopicError::Wildcard);
+        let only_out = RuleSet::new(vec![Rule {
+            direction: Direction::Out,
+            ..rule("#", "", "", Naming::DOTTED)
+        }]);
+        assert_eq!(only_out.inbound("a.b"), Ok(None));
     }
 
     #[test]

@@ -12,9 +12,7 @@ use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
 use switchyard_api::message::originated_at;
 use switchyard_api::server::ConnectionId;
 use switchyard_api::topic::validate_topic_name;
-use switchyard_api::{
-    Ack, AckOutcome, AckReceiver, BridgeContext, DropReason, Message, QoS, Topic,
-};
+use switchyard_api::{Ack, AckOutcome, AckReceiver, BridgeContext, DropReason, Message, QoS};
 
 use crate::access::{Access, Identity};
 use crate::alias::{AliasError, TopicAliases};
@@ -232,20 +230,20 @@ impl Ingress {
             );
             return Err(DropReason::Denied);
         }
-        let Some(inbound) = ctx.rules.inbound(incoming.topic) else {
-            ctx.metrics.dropped(
-                DropReason::Denied,
-                "a client published to a topic no `in` rule of this bridge accepts",
-            );
-            return Err(DropReason::Denied);
+        let inbound = match ctx.rules.inbound(incoming.topic) {
+            Ok(Some(inbound)) => inbound,
+            Ok(None) => {
+                ctx.metrics.dropped(
+                    DropReason::Denied,
+                    "a client published to a topic no `in` rule of this bridge accepts",
+                );
+                return Err(DropReason::Denied);
+            }
+            Err(invalid) => {
+                ctx.metrics.dropped(DropReason::Invalid, &invalid);
+                return Err(DropReason::Invalid);
+            }
         };
-        let topic = Topic::new(&inbound.topic).map_err(|error| {
-            ctx.metrics.dropped(
-                DropReason::Invalid,
-                format_args!("a client's topic maps to an invalid hub topic ({error})"),
-            );
-            DropReason::Invalid
-        })?;
         let looped = originated_at(&incoming.user_properties, &ctx.hub_name);
         if looped {
             ctx.metrics.dropped(
@@ -254,7 +252,7 @@ impl Ingress {
             );
             return Err(DropReason::Loop);
         }
-        let mut message = Message::new(topic, incoming.payload);
+        let mut message = Message::new(inbound.topic, incoming.payload);
         message.headers = incoming.user_properties;
         message.take_hops_header();
         message.qos = QoS::from_level(incoming.qos).min(inbound.qos);

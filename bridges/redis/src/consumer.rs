@@ -23,7 +23,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
 use switchyard_api::message::originated_at;
 use switchyard_api::{
-    Ack, AckOutcome, BoxFuture, BridgeContext, BridgeError, DropReason, Message, QoS, Topic,
+    Ack, AckOutcome, BoxFuture, BridgeContext, BridgeError, DropReason, Message, QoS,
 };
 
 use crate::config::RedisConfig;
@@ -324,17 +324,8 @@ impl<'a> Consumer<'a> {
     ) -> Option<(Message, QoS)> {
         let key = &self.keys[index];
         let metrics = &self.ctx.metrics;
-        let inbound = self.ctx.rules.inbound(key)?;
-        let topic = match Topic::new(&inbound.topic) {
-            Ok(topic) => topic,
-            Err(error) => {
-                metrics.dropped(
-                    DropReason::Invalid,
-                    format_args!("stream {key:?} is not a valid hub topic: {error}"),
-                );
-                return None;
-            }
-        };
+        let inbound = self.ctx.inbound(key)?;
+        let topic = inbound.topic;
         let decoded = match fields::decode(entry) {
             Ok(decoded) => decoded,
             Err(error) => {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
 use switchyard_api::message::originated_at;
-use switchyard_api::{BridgeContext, BridgeError, BridgeMetrics, DropReason, Topic};
+use switchyard_api::{BridgeContext, BridgeError, BridgeMetrics, DropReason};
 use tokio::sync::{mpsc, Notify};
 
 use crate::config::RedisConfig;
@@ -139,20 +139,11 @@ impl Subscriber {
             );
             return;
         };
-        let Some(inbound) = ctx.rules.inbound(name) else {
-            // The subscription is coarser than the rules; not a drop.
+        // A channel no rule passes: the subscription is coarser than the rules; not a drop.
+        let Some(inbound) = ctx.inbound(name) else {
             return;
         };
-        let topic = match Topic::new(&inbound.topic) {
-            Ok(topic) => topic,
-            Err(error) => {
-                ctx.metrics.dropped(
-                    DropReason::Invalid,
-                    format_args!("channel {name:?} is not a valid hub topic: {error}"),
-                );
-                return;
-            }
-        };
+        let topic = inbound.topic;
         let mut message = match self.codec.decode(topic, payload) {
             Ok(message) => message,
             Err(error) => {

@@ -14,9 +14,7 @@ use switchyard_api::envelope;
 use switchyard_api::message::{now_ms, HOPS_HEADER};
 use switchyard_api::server::ConnectionId;
 use switchyard_api::topic::validate_topic_name;
-use switchyard_api::{
-    Ack, AckOutcome, AckReceiver, BridgeContext, DropReason, Message, QoS, Topic,
-};
+use switchyard_api::{Ack, AckOutcome, AckReceiver, BridgeContext, DropReason, Message, QoS};
 
 use crate::control::{ErrorReason, Refusal};
 
@@ -96,24 +94,20 @@ fn to_message(
             format!("expected a topic name, found {:?}: {error}", envelope.topic),
         ));
     }
-    let Some(inbound) = ctx.rules.inbound(&envelope.topic) else {
-        return Err(refuse(
-            ErrorReason::Denied,
-            format!(
-                "no `in` rule of bridge {} lets topic {:?} into the hub",
-                ctx.name, envelope.topic
-            ),
-        ));
+    let inbound = match ctx.rules.inbound(&envelope.topic) {
+        Ok(Some(inbound)) => inbound,
+        Ok(None) => {
+            return Err(refuse(
+                ErrorReason::Denied,
+                format!(
+                    "no `in` rule of bridge {} lets topic {:?} into the hub",
+                    ctx.name, envelope.topic
+                ),
+            ))
+        }
+        Err(invalid) => return Err(refuse(ErrorReason::Invalid, invalid.to_string())),
     };
-    let topic = Topic::new(&inbound.topic).map_err(|error| {
-        refuse(
-            ErrorReason::Invalid,
-            format!(
-                "topic {:?} maps to an invalid hub topic: {error}",
-                envelope.topic
-            ),
-        )
-    })?;
+    let topic = inbound.topic;
     let mut headers = envelope.headers;
     let hops = take_hops(&mut headers).map_err(|found| {
         refuse(

@@ -101,20 +101,11 @@ impl Ingress {
                 return;
             }
         };
-        let Some(inbound) = ctx.rules.inbound(&name) else {
-            // The subscription is a coarse prefix; the rules decide. Not a drop.
+        // A name no rule passes: the subscription is a coarse prefix; not a drop.
+        let Some(inbound) = ctx.inbound(&name) else {
             return;
         };
-        let topic = match Topic::new(&inbound.topic) {
-            Ok(topic) => topic,
-            Err(error) => {
-                ctx.metrics.dropped(
-                    DropReason::Invalid,
-                    format_args!("topic {:?}: {error}", inbound.topic),
-                );
-                return;
-            }
-        };
+        let topic = inbound.topic;
         if let Some(mut message) = self.read_body(ctx, &name, topic, body) {
             if originated_at(&message.headers, &ctx.hub_name) {
                 ctx.metrics

@@ -49,11 +49,11 @@ impl Ingress {
 
     /// Hands one received message to the hub (may wait while destinations push back).
     pub async fn receive(&mut self, ctx: &BridgeContext, publish: IncomingPublish) -> Received {
-        let Some(inbound) = ctx.rules.inbound(&publish.topic) else {
-            // The subscription is coarser than the rules; not a drop.
+        // A name no rule passes: the subscription is coarser than the rules; not a drop.
+        let Some(inbound) = ctx.inbound(&publish.topic) else {
             return Received::AckNow;
         };
-        let Some(message) = self.to_message(ctx, &publish, &inbound.topic, inbound.qos) else {
+        let Some(message) = self.to_message(ctx, &publish, inbound.topic, inbound.qos) else {
             return Received::AckNow;
         };
         if publish.qos == 0 || message.qos == QoS::AtMostOnce {
@@ -77,7 +77,7 @@ impl Ingress {
         &self,
         ctx: &BridgeContext,
         publish: &IncomingPublish,
-        topic: &str,
+        topic: Topic,
         rule_qos: QoS,
     ) -> Option<Message> {
         if originated_at(&publish.headers, &ctx.hub_name) {
@@ -85,16 +85,6 @@ impl Ingress {
                 .dropped(DropReason::Loop, "it carries this hub's own origin");
             return None;
         }
-        let topic = match Topic::new(topic) {
-            Ok(topic) => topic,
-            Err(error) => {
-                ctx.metrics.dropped(
-                    DropReason::Invalid,
-                    format_args!("topic {topic:?}: {error}"),
-                );
-                return None;
-            }
-        };
         let mut message = match self.format {
             Format::Json => match envelope::decode(&publish.payload) {
                 Ok(decoded) => decoded.into_message(topic),
