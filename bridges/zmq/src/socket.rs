@@ -129,11 +129,22 @@ pub fn spawn_receiver(
     stop: CancellationToken,
     thread_name: String,
 ) -> Result<oneshot::Receiver<Result<(), zmq::Error>>, BridgeError> {
+    spawn_socket_thread(thread_name, move || {
+        receive_loop(&socket, max_message, &to_hub, &stop)
+    })
+}
+
+/// Runs `socket_loop` on a thread of its own named `thread_name`; the returned channel
+/// says why it ended.
+fn spawn_socket_thread(
+    thread_name: String,
+    socket_loop: impl FnOnce() -> Result<(), zmq::Error> + Send + 'static,
+) -> Result<oneshot::Receiver<Result<(), zmq::Error>>, BridgeError> {
     let (done, ended) = oneshot::channel();
     std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
-            let _ = done.send(receive_loop(&socket, max_message, &to_hub, &stop));
+            let _ = done.send(socket_loop());
         })
         .map_err(|source| BridgeError::Io {
             context: "start the socket's thread".to_owned(),
@@ -204,17 +215,9 @@ pub fn spawn_sender(
     stop: CancellationToken,
     thread_name: String,
 ) -> Result<oneshot::Receiver<Result<(), zmq::Error>>, BridgeError> {
-    let (done, ended) = oneshot::channel();
-    std::thread::Builder::new()
-        .name(thread_name)
-        .spawn(move || {
-            let _ = done.send(send_loop(&socket, from_hub, &ctx, &stop));
-        })
-        .map_err(|source| BridgeError::Io {
-            context: "start the socket's thread".to_owned(),
-            source,
-        })?;
-    Ok(ended)
+    spawn_socket_thread(thread_name, move || {
+        send_loop(&socket, from_hub, &ctx, &stop)
+    })
 }
 
 fn send_loop(
