@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, `/api/bridges`.
+//! The admin HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, `/api/bridges`, and
+//! `POST /api/reload`.
 
 use std::sync::Arc;
 
@@ -6,13 +7,14 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Json;
 use switchyard_api::DropReason;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
+use crate::reload::ReloadOutcome;
 use crate::state::HubState;
 
 /// Binds the admin address; the error names `admin.listen`.
@@ -22,13 +24,18 @@ pub async fn bind(address: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: Arc<HubState>, shutdown: CancellationToken) {
+/// Serves until `shutdown` is cancelled (on a plain TCP or a [`crate::admin_tls`] listener).
+pub async fn serve<L>(listener: L, state: Arc<HubState>, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/api/bridges", get(bridges))
+        .route("/api/reload", post(reload))
         .with_state(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -59,9 +66,19 @@ async fn prometheus(State(state): State<Arc<HubState>>) -> Response {
         .into_response()
 }
 
+/// Re-reads the configuration: 200 with what changed, or 400 with why the new one was
+/// refused (the old one keeps running).
+async fn reload(State(state): State<Arc<HubState>>) -> Response {
+    match state.reload.request().await {
+        ReloadOutcome::Applied(changes) => (StatusCode::OK, format!("reloaded: {changes}\n")),
+        ReloadOutcome::Refused(error) => (StatusCode::BAD_REQUEST, format!("refused: {error}\n")),
+    }
+    .into_response()
+}
+
 async fn bridges(State(state): State<Arc<HubState>>) -> Json<serde_json::Value> {
     let list = state
-        .bridges
+        .bridges()
         .iter()
         .map(|bridge| {
             let snapshot = bridge.metrics.snapshot();
@@ -86,6 +103,15 @@ async fn bridges(State(state): State<Arc<HubState>>) -> Json<serde_json::Value> 
                 "sent": snapshot.sent,
                 "dropped": dropped,
                 "queue": { "messages": queued, "bytes": bytes },
+                "spool": bridge.spool.as_ref().map(|spool| {
+                    let (records, stored) = bridge.queue.spool_depth().unwrap_or_default();
+                    serde_json::json!({
+                        "path": spool.path,
+                        "messages": records,
+                        "bytes": stored,
+                        "damage": spool.damage,
+                    })
+                }),
                 "connections": snapshot.connections,
                 "reconnects": snapshot.reconnects,
             })

@@ -33,6 +33,10 @@ pub enum Command {
     },
     /// Measure a path: open-loop load from --from, latency and loss seen at --to.
     Bench(crate::bench::BenchArgs),
+    /// Add, change (-b or a prompt) or delete (-D) a user of a users_file.
+    Passwd(crate::commands::passwd::PasswdArgs),
+    /// Ask a running hub's admin endpoint for /healthz (or /readyz): exit 0 on 200, else 1.
+    Health(crate::commands::health::HealthArgs),
 }
 
 /// Configuration files, merged in order; environment overrides apply after them.

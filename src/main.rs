@@ -20,6 +20,8 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(commands::bench::bench(&args))),
         Command::Check(config) => commands::check::check(&config.files),
+        Command::Passwd(args) => commands::passwd::passwd(&args),
+        Command::Health(args) => commands::health::health(&args),
         Command::Route { config, from, name } => {
             commands::route::route(&config.files, &from, &name)
         }

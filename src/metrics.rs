@@ -31,13 +31,13 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "switchyard_queue_messages",
         kind: "gauge",
-        help: "Messages waiting in a bridge's outbound queue.",
+        help: "Messages waiting in a bridge's outbound queue (in memory and spilled to its spool).",
         value: |bridge, _| bridge.queue.depth().0 as u64,
     },
     Family {
         name: "switchyard_queue_bytes",
         kind: "gauge",
-        help: "Bytes waiting in a bridge's outbound queue.",
+        help: "Bytes waiting in a bridge's outbound queue (in memory and spilled to its spool).",
         value: |bridge, _| bridge.queue.depth().1 as u64,
     },
     Family {
@@ -62,15 +62,15 @@ const FAMILIES: &[Family] = &[
 
 /// Renders every metric.
 pub fn render(state: &HubState) -> String {
-    let snapshots: Vec<_> = state
-        .bridges
+    let bridges = state.bridges();
+    let snapshots: Vec<_> = bridges
         .iter()
         .map(|bridge| bridge.metrics.snapshot())
         .collect();
     let mut out = String::with_capacity(4096);
     for family in FAMILIES {
         header(&mut out, family.name, family.kind, family.help);
-        for (bridge, snapshot) in state.bridges.iter().zip(&snapshots) {
+        for (bridge, snapshot) in bridges.iter().zip(&snapshots) {
             let _ = writeln!(
                 out,
                 "{}{{bridge=\"{}\"}} {}",
@@ -80,13 +80,14 @@ pub fn render(state: &HubState) -> String {
             );
         }
     }
+    spool_families(&mut out, &bridges);
     header(
         &mut out,
         "switchyard_messages_dropped_total",
         "counter",
         "Messages dropped, by bridge and reason.",
     );
-    for (bridge, snapshot) in state.bridges.iter().zip(&snapshots) {
+    for (bridge, snapshot) in bridges.iter().zip(&snapshots) {
         for reason in DropReason::ALL {
             let _ = writeln!(
                 out,
@@ -113,6 +114,39 @@ pub fn render(state: &HubState) -> String {
     let _ = writeln!(out, "{name}_sum {sum}");
     let _ = writeln!(out, "{name}_count {total}");
     out
+}
+
+/// The spool gauges, for bridges with `queue.spool` set.
+fn spool_families(out: &mut String, bridges: &[crate::state::BridgeRuntime]) {
+    type Value = fn(&crate::state::BridgeRuntime) -> u64;
+    let families: [(&str, &str, Value); 3] = [
+        (
+            "switchyard_spool_messages",
+            "Records in a bridge's spool file: spilled messages, and QoS 1 messages until delivered.",
+            |bridge| bridge.queue.spool_depth().map_or(0, |depth| depth.0),
+        ),
+        (
+            "switchyard_spool_bytes",
+            "Bytes of the records in a bridge's spool file.",
+            |bridge| bridge.queue.spool_depth().map_or(0, |depth| depth.1),
+        ),
+        (
+            "switchyard_spool_damaged",
+            "1 when the bridge's spool file was found damaged at startup (see /api/bridges).",
+            |bridge| u64::from(bridge.spool.as_ref().is_some_and(|s| s.damage.is_some())),
+        ),
+    ];
+    for (name, help, value) in families {
+        header(out, name, "gauge", help);
+        for bridge in bridges.iter().filter(|bridge| bridge.spool.is_some()) {
+            let _ = writeln!(
+                out,
+                "{name}{{bridge=\"{}\"}} {}",
+                bridge.name,
+                value(bridge)
+            );
+        }
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

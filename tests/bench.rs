@@ -11,10 +11,11 @@ use support::{free_ports, hub_command, run_with_timeout, Hub};
 /// Bound on one bench run: settle + 1 s of sending + drain, with room for a slow machine.
 const BENCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A hub with an MQTT broker (every topic both ways) and the JSON firehose; returns the
-/// hub and the MQTT and WebSocket ports.
-fn hub() -> (Hub, u16, u16) {
-    let [admin, mqtt, websocket] = free_ports();
+/// A hub with an MQTT broker (every topic both ways), the JSON firehose and a ZeroMQ SUB
+/// socket taking fedmsg envelopes; returns the hub and the MQTT, WebSocket and ZeroMQ
+/// ports.
+fn hub() -> (Hub, u16, u16, u16) {
+    let [admin, mqtt, websocket, zmq] = free_ports();
     let hub = Hub::start(
         &format!(
             r##"
@@ -38,11 +39,21 @@ fn hub() -> (Hub, u16, u16) {
             pattern = "#"
             direction = "out"
             qos = 1
+
+            [bridges.fedmsg]
+            type = "zmq"
+            socket = "sub"
+            bind = ["tcp://127.0.0.1:{zmq}"]
+            format = "fedmsg"
+
+            [[bridges.fedmsg.topics]]
+            pattern = "#"
+            direction = "in"
             "##
         ),
         admin,
     );
-    (hub, mqtt, websocket)
+    (hub, mqtt, websocket, zmq)
 }
 
 /// Runs `switchyard bench ARGS... --json` and returns its report.
@@ -70,11 +81,15 @@ fn count(report: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} missing from {report}"))
 }
 
-/// Every message arrived exactly once; the latency figures exist (their values are not
-/// judged: this is a correctness test).
+/// Every message arrived exactly once at every subscriber; the latency figures exist
+/// (their values are not judged: this is a correctness test).
 fn assert_complete(report: &Value, expected: u64) {
     assert_eq!(count(report, "sent"), expected, "{report}");
-    assert_eq!(count(report, "received"), count(report, "sent"), "{report}");
+    assert_eq!(
+        count(report, "received"),
+        count(report, "sent") * count(report, "subscribers"),
+        "{report}"
+    );
     assert_eq!(count(report, "lost"), 0, "{report}");
     assert_eq!(count(report, "duplicated"), 0, "{report}");
     assert_eq!(count(report, "failed"), 0, "{report}");
@@ -85,7 +100,7 @@ fn assert_complete(report: &Value, expected: u64) {
 
 #[test]
 fn mqtt_to_the_websocket_firehose_loses_nothing() {
-    let (_hub, mqtt, websocket) = hub();
+    let (_hub, mqtt, websocket, _) = hub();
     let report = bench(&[
         "--from",
         &format!("mqtt://127.0.0.1:{mqtt}/bench/ws"),
@@ -102,7 +117,7 @@ fn mqtt_to_the_websocket_firehose_loses_nothing() {
 
 #[test]
 fn mqtt_to_mqtt_at_qos_0_and_1_loses_nothing() {
-    let (_hub, mqtt, _) = hub();
+    let (_hub, mqtt, _, _) = hub();
     let url = format!("mqtt://127.0.0.1:{mqtt}/bench/mqtt");
     for qos in ["0", "1"] {
         let report = bench(&["--from", &url, "--to", &url, "--rate", "300", "--qos", qos]);
@@ -113,7 +128,7 @@ fn mqtt_to_mqtt_at_qos_0_and_1_loses_nothing() {
 
 #[test]
 fn a_sweep_reports_every_run_and_the_best_rate() {
-    let (_hub, mqtt, _) = hub();
+    let (_hub, mqtt, _, _) = hub();
     let url = format!("mqtt://127.0.0.1:{mqtt}/bench/sweep");
     // A ceiling at the first rate: one run, which must pass on any machine.
     let report = bench(&[
@@ -137,6 +152,75 @@ fn a_sweep_reports_every_run_and_the_best_rate() {
         Some(100.0),
         "{report}"
     );
+}
+
+#[test]
+fn a_fan_out_reaches_every_mqtt_and_websocket_subscriber() {
+    let (_hub, mqtt, websocket, _) = hub();
+    let from = format!("mqtt://127.0.0.1:{mqtt}/bench/fan");
+    for to in [
+        from.clone(),
+        format!("ws://127.0.0.1:{websocket}/?subscribe=bench%2Ffan"),
+    ] {
+        let report = bench(&[
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--subscribers",
+            "25",
+            "--rate",
+            "20",
+        ]);
+        assert_eq!(count(&report, "subscribers"), 25, "{report}");
+        assert_complete(&report, 20);
+    }
+}
+
+#[test]
+fn fedmsg_envelopes_reach_the_hub_with_the_probe_as_their_msg() {
+    let (_hub, mqtt, _, zmq) = hub();
+    // The hub's fedmsg format rejects an envelope that is not one (counted invalid), so a
+    // complete run shows the envelopes are well formed.
+    let report = bench(&[
+        "--from",
+        &format!("zmq+pub://127.0.0.1:{zmq}/org.bench.fedmsg?format=fedmsg"),
+        "--to",
+        &format!("mqtt://127.0.0.1:{mqtt}/org/bench/fedmsg"),
+        "--rate",
+        "200",
+    ]);
+    assert_complete(&report, 200);
+}
+
+#[test]
+fn idle_connections_are_held_and_reported() {
+    let (_hub, mqtt, _, _) = hub();
+    let output = run_with_timeout(
+        hub_command().args([
+            "bench",
+            "--idle",
+            "--to",
+            &format!("mqtt://127.0.0.1:{mqtt}/bench/idle"),
+            "--subscribers",
+            "100",
+            "--duration",
+            "500ms",
+        ]),
+        BENCH_TIMEOUT,
+    );
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    // Once when all are up, once when it lets go.
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for line in &lines {
+        assert_eq!(count(line, "connected"), 100, "{line}");
+    }
+    assert_eq!(count(&lines[1], "received"), 0, "{stdout}");
 }
 
 #[test]

@@ -307,6 +307,9 @@ async fn streams_lose_nothing_when_the_hub_is_killed() {
 type = "redis"
 url = "{source}"
 mode = "streams"
+# A consumer name stable across restarts: the restarted hub reads its own pending entries
+# at once (the default name contains the process id).
+streams = {{ consumer = "orders-copier" }}
 reconnect = {{ initial = "100ms", max = "500ms" }}
 
 [[bridges.source.topics]]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::mqtt::MqttClient;
 use support::redis::RedisServer;
 use support::tls::Certificates;
-use support::{free_ports, poll, poll_async, Hub};
+use support::{free_ports, hub_with_broker, poll, poll_async, Hub, TestDir};
 
 /// How long a test waits for something it polls.
 const WAIT: Duration = Duration::from_secs(30);
@@ -22,26 +22,7 @@ const BRIDGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A hub with an embedded MQTT broker on `mqtt` (everything both ways, QoS 1) and the
 /// bridges in `bridges`.
 fn hub_config(admin: u16, mqtt: u16, bridges: &str) -> String {
-    format!(
-        r##"
-[hub]
-name = "redis-auth-test"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[bridges.mqtt]
-type = "mqtt-server"
-listen = "127.0.0.1:{mqtt}"
-
-[[bridges.mqtt.topics]]
-pattern = "#"
-direction = "both"
-qos = 1
-
-{bridges}
-"##
-    )
+    hub_with_broker("redis-auth-test", admin, "mqtt", mqtt, bridges)
 }
 
 /// A pub/sub `redis` bridge `name` to `url` with `extra` settings: channel `NAME.in` comes
@@ -158,12 +139,18 @@ async fn password_and_acl_user_connect_and_wrong_credentials_keep_the_bridge_dow
     ]);
     let [admin, mqtt] = free_ports::<2>();
     let url = redis.url();
+    // alice's password comes from a file, as a mounted container secret would.
+    let secrets = TestDir::new("redis-secrets");
+    let alice_password = secrets.write("alice", "wonderland\n");
     let bridges = [
         bridge("by_password", &url, r#"password = "secret""#),
         bridge(
             "by_acl",
             &url,
-            "username = \"alice\"\npassword = \"wonderland\"",
+            &format!(
+                "username = \"alice\"\npassword_file = {:?}",
+                alice_password.display().to_string()
+            ),
         ),
         bridge("wrong_password", &url, r#"password = "not-the-secret""#),
         bridge(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::mqtt::MqttClient;
 use support::tls::Certificates;
-use support::{free_ports, poll_async, wait_for_port, Hub, Mosquitto};
+use support::{free_ports, hub_with_broker, poll_async, wait_for_port, Hub, Mosquitto};
 
 /// How long a bridge may take to connect, or to report why it cannot.
 const BRIDGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -44,26 +44,7 @@ fn mosquitto_with(extra_listeners: &str, port: u16) -> Mosquitto {
 
 /// A hub named `site` with an embedded broker on `local`, and `bridges` (TOML tables).
 fn hub_config(admin: u16, local: u16, bridges: &str) -> String {
-    format!(
-        r##"
-[hub]
-name = "site"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[bridges.local]
-type = "mqtt-server"
-listen = "127.0.0.1:{local}"
-
-[[bridges.local.topics]]
-pattern = "#"
-direction = "both"
-qos = 1
-
-{bridges}
-"##
-    )
+    hub_with_broker("site", admin, "local", local, bridges)
 }
 
 /// An `mqtt` bridge `name` to `url` passing `crossing/#` both ways at QoS 1, with `extra`

@@ -259,3 +259,70 @@ async fn hub_machinery_async_twins_keep_the_runtime_running() {
     ticker.await.unwrap();
     assert!(hub.stop_async().await.success());
 }
+
+/// An echo server on a free port, for the proxy's tests.
+fn echo_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the echo server");
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn proxy_pauses_with_connections_open_and_slows_to_a_rate() {
+    let proxy = support::proxy::TcpProxy::start(0, echo_server());
+    let mut client = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut echoed = [0u8; 5];
+    client.write_all(b"hello").unwrap();
+    client
+        .read_exact(&mut echoed)
+        .expect("passes when not paused");
+    assert_eq!(&echoed, b"hello");
+
+    proxy.pause();
+    client.write_all(b"held!").unwrap();
+    let error = client
+        .read(&mut echoed)
+        .expect_err("nothing passes while paused");
+    assert!(
+        matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{error}: the connection must stay open, only silent"
+    );
+    proxy.resume();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .read_exact(&mut echoed)
+        .expect("held bytes pass on resume");
+    assert_eq!(&echoed, b"held!");
+
+    // 8,000 bytes at 16,000 B/s each way take at least half a second.
+    proxy.slow(Some(16_000));
+    let payload = vec![7u8; 8_000];
+    let started = std::time::Instant::now();
+    client.write_all(&payload).unwrap();
+    let mut back = vec![0u8; payload.len()];
+    client.read_exact(&mut back).expect("slowed bytes arrive");
+    assert_eq!(back, payload);
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "throttled to 16 kB/s, took {:?}",
+        started.elapsed()
+    );
+    proxy.slow(None);
+}

@@ -213,7 +213,22 @@ async fn fedmsg_publishers_reach_mqtt_and_the_gateway_serves_envelopes() {
         assert!(envelope["timestamp"].as_u64().is_some(), "{envelope}");
     }
     assert!(n >= 1);
+    // One peer on each side: the gateway's subscriber, and the publisher the hub reached.
+    for bridge in ["gateway", "fedmsg"] {
+        hub.wait_for_metric_async(
+            &format!(r#"switchyard_connections{{bridge="{bridge}"}}"#),
+            |n| n == 1.0,
+            PROBE_TIMEOUT,
+        )
+        .await;
+    }
     drop(source);
+    hub.wait_for_metric_async(
+        r#"switchyard_connections{bridge="fedmsg"}"#,
+        |n| n == 0.0,
+        PROBE_TIMEOUT,
+    )
+    .await;
 
     // fedmsg-logger, as an ephemeral script, through the relay inlet.
     let deadline = Instant::now() + PROBE_TIMEOUT * 2;

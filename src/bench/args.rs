@@ -14,15 +14,21 @@ use clap::Args;
 ///   amqp://USER:PASS@HOST:PORT/VHOST?exchange=X&key=K
 ///                                              publish (confirms at --qos 1), or receive
 ///                                              through a server-named queue bound with K
-///   zmq+pub://, zmq+push://, zmq+sub://, zmq+pull://HOST:PORT/TOPIC[?bind=1]
+///   zmq+pub://, zmq+push://, zmq+sub://, zmq+pull://HOST:PORT/TOPIC[?bind=1][&format=fedmsg]
 ///                                              frames [TOPIC, payload]; connects unless
-///                                              bind=1
+///                                              bind=1; format=fedmsg sends an unsigned fedmsg
+///                                              envelope, msg = {"probe": payload}
+///
+/// Fan-out: --subscribers N opens N receiving connections on --to (mqtt or ws), each of
+/// which should get every message; latency is recorded per delivery.
+/// Idle connections: --idle opens --subscribers connections on --to, prints
+/// {"connected":N} once they are all up, holds them for --duration, and sends nothing.
 #[derive(Debug, Clone, Args)]
 #[command(verbatim_doc_comment)]
 pub struct BenchArgs {
-    /// Where messages are sent.
-    #[arg(long, value_name = "URL")]
-    pub from: String,
+    /// Where messages are sent (not needed with --idle).
+    #[arg(long, value_name = "URL", required_unless_present = "idle")]
+    pub from: Option<String>,
     /// Where messages are received.
     #[arg(long, value_name = "URL")]
     pub to: String,
@@ -58,4 +64,11 @@ pub struct BenchArgs {
     /// Sweep: the highest rate tried.
     #[arg(long, default_value_t = 200_000.0)]
     pub max_rate: f64,
+    /// Receiving connections on --to (fan-out: each should get every message; mqtt and ws
+    /// only when above 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub subscribers: u32,
+    /// Open --subscribers idle connections on --to, hold them for --duration, send nothing.
+    #[arg(long)]
+    pub idle: bool,
 }

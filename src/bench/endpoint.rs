@@ -65,6 +65,8 @@ pub enum Target {
         bind: bool,
         /// The first frame (PUB/PUSH), or the subscription prefix (SUB).
         topic: String,
+        /// Send each payload as the `msg` of a fedmsg envelope (`?format=fedmsg`).
+        fedmsg: bool,
     },
 }
 
@@ -190,18 +192,36 @@ fn zmq_target(pattern: &str, parts: &Parts<'_>) -> Result<Target, String> {
         }
     };
     let mut bind = false;
+    let mut fedmsg = false;
     for (name, value) in &parts.query {
         match (name.as_str(), value.as_str()) {
             ("bind", "1" | "true") => bind = true,
             ("bind", "0" | "false") => bind = false,
-            (other, _) => return Err(format!("unknown parameter {other:?}; expected bind=1")),
+            ("format", "fedmsg") => fedmsg = true,
+            ("format", "raw") => fedmsg = false,
+            ("format", other) => {
+                return Err(format!("unknown format {other:?}; expected raw or fedmsg"))
+            }
+            (other, _) => {
+                return Err(format!(
+                    "unknown parameter {other:?}; expected bind=1, format=fedmsg"
+                ))
+            }
         }
+    }
+    if fedmsg && !pattern.sends() {
+        return Err(
+            "format=fedmsg is for sending sockets (the receiver finds the probe \
+                    inside any envelope)"
+                .into(),
+        );
     }
     Ok(Target::Zmq {
         pattern,
         endpoint: format!("tcp://{}", parts.authority),
         bind,
         topic: parts.path.clone(),
+        fedmsg,
     })
 }
 
@@ -321,7 +341,18 @@ mod tests {
                 pattern: ZmqPattern::Sub,
                 endpoint: "tcp://127.0.0.1:9940".into(),
                 bind: true,
-                topic: "org.bench".into()
+                topic: "org.bench".into(),
+                fedmsg: false
+            }
+        );
+        assert_eq!(
+            target("zmq+pub://127.0.0.1:9941/org.bench?bind=1&format=fedmsg"),
+            Target::Zmq {
+                pattern: ZmqPattern::Pub,
+                endpoint: "tcp://127.0.0.1:9941".into(),
+                bind: true,
+                topic: "org.bench".into(),
+                fedmsg: true
             }
         );
         assert!(matches!(
@@ -337,6 +368,8 @@ mod tests {
             "nats://127.0.0.1:4222/x",
             "amqp://127.0.0.1/?exchange=x",
             "zmq+dealer://127.0.0.1:1/x",
+            "zmq+sub://127.0.0.1:1/x?format=fedmsg",
+            "zmq+pub://127.0.0.1:1/x?format=protobuf",
             "127.0.0.1:1883",
         ] {
             assert!(Endpoint::parse(url).is_err(), "{url} should be rejected");

@@ -16,6 +16,7 @@
 //! - [`endpoints`]: one file per protocol, each with a publisher and a subscriber.
 //! - [`trial`]: one measured run at one rate; [`sweep`]: the search for the highest rate
 //!   that meets a loss and p99 bound.
+//! - [`idle`]: `--idle`, many connections held open and silent (memory per connection).
 //! - [`report`]: what a run found, as a table or JSON.
 //! - [`error`]: [`BenchError`], what can stop a run.
 
@@ -23,6 +24,7 @@ pub mod args;
 pub mod endpoint;
 pub mod endpoints;
 pub mod error;
+pub mod idle;
 pub mod probe;
 pub mod report;
 pub mod schedule;

@@ -36,11 +36,14 @@ pub struct Report {
     pub size: usize,
     /// QoS asked for.
     pub qos: u8,
+    /// Receiving connections, each of which should get every message.
+    pub subscribers: usize,
     /// Messages sent.
     pub sent: u64,
-    /// Distinct messages received.
+    /// Distinct messages received, summed over the subscribers (deliveries).
     pub received: u64,
-    /// Sent but never received (within the drain time).
+    /// Deliveries that never happened (within the drain time): sent x subscribers -
+    /// received.
     pub lost: u64,
     /// Extra copies received.
     pub duplicated: u64,
@@ -64,6 +67,7 @@ pub struct Measured<'a> {
     pub rate: f64,
     pub size: usize,
     pub qos: u8,
+    pub subscribers: usize,
     pub sent: SendStats,
     pub failed: u64,
     pub tally: Tally,
@@ -78,6 +82,7 @@ impl Report {
             rate,
             size,
             qos,
+            subscribers,
             sent,
             failed,
             tally,
@@ -98,9 +103,10 @@ impl Report {
             duration_s: seconds,
             size,
             qos,
+            subscribers,
             sent: sent.sent,
             received: tally.received,
-            lost: sent.sent.saturating_sub(tally.received),
+            lost: (sent.sent * subscribers as u64).saturating_sub(tally.received),
             duplicated: tally.duplicated,
             reordered: tally.reordered,
             failed,
@@ -130,13 +136,15 @@ impl fmt::Display for Report {
         writeln!(f, "{} -> {}", self.from, self.to)?;
         writeln!(
             f,
-            "  rate {:.0}/s (sent at {:.0}/s, at worst {:.2} ms behind), {:.1} s, {} B, qos {}",
+            "  rate {:.0}/s (sent at {:.0}/s, at worst {:.2} ms behind), {:.1} s, {} B, qos {}, \
+             {} subscriber(s)",
             self.rate,
             self.send_rate,
             self.sender_lateness_ms,
             self.duration_s,
             self.size,
-            self.qos
+            self.qos,
+            self.subscribers
         )?;
         writeln!(
             f,

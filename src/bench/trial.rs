@@ -36,12 +36,18 @@ pub struct Plan {
     pub settle: Duration,
     /// Most time to wait for stragglers.
     pub drain: Duration,
+    /// Receiving connections, each of which should get every message.
+    pub subscribers: usize,
 }
 
 impl Plan {
     /// Parses and checks the command line (cheap; connects to nothing).
     pub fn new(args: &BenchArgs) -> Result<Plan, BenchError> {
-        let from = Endpoint::parse(&args.from)?;
+        let from = args
+            .from
+            .as_deref()
+            .ok_or_else(|| BenchError::Usage("--from is needed (except with --idle)".into()))?;
+        let from = Endpoint::parse(from)?;
         let to = Endpoint::parse(&args.to)?;
         if !from.can_send() {
             return Err(BenchError::Url {
@@ -82,6 +88,7 @@ impl Plan {
             duration: args.duration,
             settle: args.settle,
             drain: args.drain,
+            subscribers: args.subscribers as usize,
         })
     }
 
@@ -89,8 +96,10 @@ impl Plan {
     pub async fn run(&self, rate: f64) -> Result<Report, BenchError> {
         let clock = Clock::new();
         let name = ClientName(format!("switchyard-bench-{:x}", clock.run & 0xff_ffff));
-        let tally = SharedTally::new(clock)?;
-        let subscription = Subscription::start(&self.to, self.qos, &name, tally.clone()).await?;
+        let tally = SharedTally::new(clock, self.subscribers)?;
+        let subscription =
+            Subscription::start_many(&self.to, self.qos, &name, tally.clone(), self.subscribers)
+                .await?;
         let failures = Arc::new(AtomicU64::new(0));
         let publisher =
             Publisher::connect(&self.from, self.qos, &name, Arc::clone(&failures)).await?;
@@ -102,7 +111,8 @@ impl Plan {
         };
         let (publisher, sent) = send_on_thread(publisher, schedule, clock).await?;
         let deadline = Instant::now() + self.drain;
-        while tally.received() < sent.sent && Instant::now() < deadline {
+        let expected = sent.sent * self.subscribers as u64;
+        while tally.received() < expected && Instant::now() < deadline {
             tokio::time::sleep(DRAIN_POLL).await;
         }
         drop(subscription);
@@ -113,6 +123,7 @@ impl Plan {
             rate,
             size: self.size,
             qos: self.qos,
+            subscribers: self.subscribers,
             sent,
             failed: failures.load(Ordering::Relaxed),
             tally: tally.snapshot(),

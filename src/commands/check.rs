@@ -10,6 +10,7 @@ use crate::config;
 pub fn check(files: &[PathBuf]) -> anyhow::Result<()> {
     let (settings, sources) = config::load(files)?;
     let plans = config::plan_bridges(&settings, &sources)?;
+    crate::admin_tls::load(&settings.admin, &sources)?;
     println!(
         "Configuration OK: hub {:?}, {} bridge(s), admin {}.",
         settings.hub.name,

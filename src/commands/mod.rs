@@ -3,5 +3,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod health;
+pub mod passwd;
 pub mod route;
 pub mod run;

@@ -1,25 +1,23 @@
 //! `switchyard run`: the hub itself.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{admin, config, hub, logging, shutdown, state_topics, supervisor};
+use crate::config::{self, Settings};
+use crate::hub::Hub;
+use crate::reload::{self, ReloadOutcome, ReloadRequests};
+use crate::{admin, admin_tls, logging, shutdown};
 
-/// How often a stopping hub checks whether its queues have drained.
-const DRAIN_POLL: Duration = Duration::from_millis(20);
-
-/// How long bridges get to finish after being told to stop.
-const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// Runs until SIGTERM or SIGINT, then drains and stops.
+/// Runs until SIGTERM or SIGINT, then drains and stops. SIGHUP and `POST /api/reload`
+/// re-read the configuration from `files` (and the environment).
 pub async fn run(files: &[PathBuf]) -> anyhow::Result<()> {
     let (settings, sources) = config::load(files)?;
     logging::init(&settings.log);
     let mut plans = config::plan_bridges(&settings, &sources)?;
+    let admin_tls = admin_tls::load(&settings.admin, &sources)?;
     for plan in &mut plans {
         let name = plan.spec.name.clone();
         plan.bridge
@@ -31,20 +29,25 @@ pub async fn run(files: &[PathBuf]) -> anyhow::Result<()> {
         "" => None,
         address => Some(admin::bind(address).await?),
     };
+    let mut hangups = reload::hangups().context("cannot install the SIGHUP handler")?;
+    let (requests, mut reloads) = ReloadRequests::channel();
     let stop = CancellationToken::new();
-    let (state, bridges) = hub::assemble(&settings.hub, plans, &stop);
+    let mut hub = Hub::start(&settings, plans, &stop, requests)?;
     let tracker = TaskTracker::new();
-    let contexts: Vec<_> = bridges.iter().map(|ready| ready.ctx.clone()).collect();
-    state_topics::publish_states(&tracker, &contexts);
-    for ready in bridges {
-        supervisor::supervise(&tracker, ready.bridge, ready.ctx, ready.reconnect);
-    }
     if let Some(listener) = admin_listener {
         let address = listener.local_addr().ok();
-        tracker.spawn(admin::serve(listener, state.clone(), stop.child_token()));
+        let scheme = if admin_tls.is_some() { "https" } else { "http" };
+        let state = hub.state().clone();
+        match admin_tls {
+            None => tracker.spawn(admin::serve(listener, state, stop.child_token())),
+            Some(tls) => {
+                let listener = admin_tls::TlsListener::new(listener, tls, stop.child_token());
+                tracker.spawn(admin::serve(listener, state, stop.child_token()))
+            }
+        };
         if let Some(address) = address {
             tracing::info!(
-                "Admin endpoint on http://{address}/ (healthz, readyz, metrics, api/bridges)."
+                "Admin endpoint on {scheme}://{address}/ (healthz, readyz, metrics, api/bridges, api/reload)."
             );
         }
     }
@@ -52,36 +55,67 @@ pub async fn run(files: &[PathBuf]) -> anyhow::Result<()> {
         hub = %settings.hub.name,
         "switchyard {} is running with {} bridge(s).",
         env!("CARGO_PKG_VERSION"),
-        state.bridges.len()
+        hub.state().bridges().len()
     );
-    let signal = shutdown::stop_signal()
-        .await
-        .context("cannot install the SIGTERM/SIGINT handlers")?;
-    let timeout = settings.hub.shutdown_timeout.0;
-    tracing::info!("Received {signal}: draining queues for up to {timeout:?}.");
-    let deadline = Instant::now() + timeout;
-    while !state.queues_empty() && Instant::now() < deadline {
-        tokio::time::sleep(DRAIN_POLL).await;
-    }
-    let left: usize = state
-        .bridges
-        .iter()
-        .map(|bridge| bridge.queue.depth().0)
-        .sum();
-    if left > 0 {
-        tracing::warn!("Stopping with {left} message(s) still queued; they are not delivered.");
-    }
+    let stop_signal = shutdown::stop_signal();
+    tokio::pin!(stop_signal);
+    let mut in_force = settings;
+    let signal = loop {
+        let reply = tokio::select! {
+            signal = &mut stop_signal => break signal.context("cannot install the SIGTERM/SIGINT handlers")?,
+            _ = hangups.recv() => {
+                tracing::info!("Received SIGHUP: reloading the configuration.");
+                None
+            }
+            Some(reply) = reloads.recv() => {
+                tracing::info!("Reload requested on the admin endpoint.");
+                Some(reply)
+            }
+        };
+        let outcome = reload_config(files, &mut hub, &mut in_force).await;
+        match &outcome {
+            ReloadOutcome::Applied(changes) => tracing::info!("Configuration reloaded: {changes}."),
+            ReloadOutcome::Refused(error) => tracing::error!(
+                "The new configuration is refused; the previous one keeps running: {error}"
+            ),
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    };
+    tracing::info!("Received {signal}: stopping.");
+    hub.stop().await;
     stop.cancel();
-    for bridge in &state.bridges {
-        bridge.queue.close();
-    }
     tracker.close();
-    if tokio::time::timeout(STOP_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("Some bridges did not stop within {STOP_GRACE:?}; exiting anyway.");
-    }
+    tracker.wait().await;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Reads the configuration again and puts it in force; `in_force` is updated when it is.
+async fn reload_config(files: &[PathBuf], hub: &mut Hub, in_force: &mut Settings) -> ReloadOutcome {
+    let loaded = config::load(files).and_then(|(settings, sources)| {
+        let plans = config::plan_bridges(&settings, &sources)?;
+        Ok((settings, plans))
+    });
+    let (settings, plans) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => return ReloadOutcome::Refused(error.to_string()),
+    };
+    if settings.admin.listen != in_force.admin.listen {
+        tracing::warn!(
+            "admin.listen changed to {:?}; it takes effect at the next start.",
+            settings.admin.listen
+        );
+    }
+    if settings.log != in_force.log {
+        tracing::warn!("The [log] settings changed; they take effect at the next start.");
+    }
+    match hub.reload(&settings, plans).await {
+        Ok(changes) => {
+            *in_force = settings;
+            ReloadOutcome::Applied(changes)
+        }
+        Err(error) => ReloadOutcome::Refused(error),
+    }
 }

@@ -91,12 +91,6 @@ fn plan_bridge(name: &str, table: &serde_json::Value) -> Result<BridgePlan, Conf
             ));
         }
     };
-    if !common.queue.spool.is_empty() {
-        return Err(ConfigError::at(
-            format!("{path}.queue.spool"),
-            "the disk spool is not available in this version; leave it empty",
-        ));
-    }
     let naming = Naming {
         escape: common.escape,
         ..kind.naming()

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_api::server_tls::ServerTlsSettings;
 use switchyard_api::settings::ConfigDuration;
 
 /// The whole configuration; bridge tables stay raw until [`super::plan_bridges`].
@@ -93,6 +94,9 @@ pub struct AdminSettings {
     /// Address of `/healthz`, `/readyz`, `/metrics`, `/api/bridges`; `""` turns it off.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// `{ cert, key, client_ca, require_certificate }`: serve HTTPS (reread on SIGHUP).
+    #[serde(default)]
+    pub tls: ServerTlsSettings,
 }
 
 fn default_admin_listen() -> String {
@@ -103,12 +107,13 @@ impl Default for AdminSettings {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            tls: ServerTlsSettings::default(),
         }
     }
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `error`, `warn`, `info`, `debug`, `trace` or a tracing filter; `RUST_LOG` wins.

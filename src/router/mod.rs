@@ -3,7 +3,9 @@
 //! Routing runs on the source's task (no extra hop): loop and hop checks, duplicate
 //! suppression, the retained store, then one queue push per destination, sharing the
 //! message (`Arc`) and the source's acknowledgement. A full QoS 1 destination makes the
-//! source wait, which is the backpressure DESIGN.md promises.
+//! source wait, which is the backpressure DESIGN.md promises. A reload swaps the whole
+//! [`Routing`] (table, targets, limits) atomically; messages being routed finish with the
+//! routing they started with.
 
 mod dedup;
 mod retained;
@@ -11,6 +13,8 @@ mod table;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use switchyard_api::{
     Ack, BoxFuture, BridgeId, BridgeMetrics, DropReason, Message, Outbound, OutboundQueue, QoS,
@@ -27,45 +31,41 @@ pub struct RouteTarget {
     pub queue: Arc<OutboundQueue>,
     /// Its counters (drops are counted against the source).
     pub metrics: Arc<BridgeMetrics>,
+    /// Recent message ids from the bridge, for duplicate suppression (kept across reloads).
+    pub dedup: Arc<Mutex<DedupWindow>>,
 }
 
-/// The hub's router.
-pub struct HubRouter {
+/// One configuration's routing: the table and every bridge's target, by bridge id.
+/// Replaced as a whole when the configuration is reloaded.
+pub struct Routing {
     table: RouteTable,
-    targets: Vec<RouteTarget>,
+    /// `None` for ids of bridges that no longer exist.
+    targets: Vec<Option<RouteTarget>>,
     max_hops: u8,
-    /// One window of recent ids per source bridge.
-    dedup: Vec<Mutex<DedupWindow>>,
-    retained: RetainedStore,
 }
 
-impl HubRouter {
-    /// A router over `table`, with one target per bridge in the same order.
-    pub fn new(
-        table: RouteTable,
-        targets: Vec<RouteTarget>,
-        max_hops: u8,
-        dedup_window: usize,
-        retained_max: usize,
-    ) -> Self {
-        let dedup = targets
-            .iter()
-            .map(|_| Mutex::new(DedupWindow::new(dedup_window)))
-            .collect();
+impl Routing {
+    /// Routing over `table`, whose bridge ids index `targets`.
+    pub fn new(table: RouteTable, targets: Vec<Option<RouteTarget>>, max_hops: u8) -> Self {
         Self {
             table,
             targets,
             max_hops,
-            dedup,
-            retained: RetainedStore::new(retained_max),
         }
     }
 
-    /// Whether `message` should be dropped before routing; counts the reason.
+    fn target(&self, bridge: BridgeId) -> Option<&RouteTarget> {
+        self.targets.get(bridge).and_then(Option::as_ref)
+    }
+
+    /// Whether `message` should be dropped before routing; counts the reason. A source
+    /// that left the configuration (still draining) has no counters or window any more.
     fn refuse(&self, origin: BridgeId, message: &Message) -> bool {
-        let source = &self.targets[origin].metrics;
+        let Some(source) = self.target(origin) else {
+            return message.hops > self.max_hops;
+        };
         if message.hops > self.max_hops {
-            source.dropped(
+            source.metrics.dropped(
                 DropReason::HopLimit,
                 format_args!(
                     "it crossed {} hubs, more than hub.max_hops = {}",
@@ -75,11 +75,12 @@ impl HubRouter {
             return true;
         }
         if let Some(id) = &message.id {
-            let mut window = self.dedup[origin]
+            let mut window = source
+                .dedup
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if !window.insert(id) {
-                source.dropped(
+                source.metrics.dropped(
                     DropReason::Duplicate,
                     format_args!("message id {id:?} was seen recently from this bridge"),
                 );
@@ -88,9 +89,33 @@ impl HubRouter {
         }
         false
     }
+}
+
+/// The hub's router. The routing is swapped atomically on reload; routing a message
+/// loads it without a lock.
+pub struct HubRouter {
+    routing: ArcSwap<Routing>,
+    retained: RetainedStore,
+}
+
+impl HubRouter {
+    /// A router over `routing`, keeping at most `retained_max` retained topics.
+    pub fn new(routing: Routing, retained_max: usize) -> Self {
+        Self {
+            routing: ArcSwap::from_pointee(routing),
+            retained: RetainedStore::new(retained_max),
+        }
+    }
+
+    /// Puts `routing` in force for every message routed from now on.
+    pub fn replace(&self, routing: Routing, retained_max: usize) {
+        self.routing.store(Arc::new(routing));
+        self.retained.set_max_topics(retained_max);
+    }
 
     async fn route_message(&self, origin: BridgeId, message: Message, ack: Option<Ack>) {
-        if self.refuse(origin, &message) {
+        let routing = self.routing.load_full();
+        if routing.refuse(origin, &message) {
             if let Some(ack) = ack {
                 ack.confirm();
             }
@@ -101,17 +126,25 @@ impl HubRouter {
             self.retained.store(origin, &message);
         }
         let mut destinations = Vec::new();
-        let looped =
-            self.table
-                .destinations(Some(origin), &message.topic, message.qos, &mut destinations);
+        let looped = routing.table.destinations(
+            Some(origin),
+            &message.topic,
+            message.qos,
+            &mut destinations,
+        );
         if looped {
-            self.targets[origin].metrics.dropped(
-                DropReason::Loop,
-                "a message would have gone back out through the bridge it came in by",
-            );
+            if let Some(source) = routing.target(origin) {
+                source.metrics.dropped(
+                    DropReason::Loop,
+                    "a message would have gone back out through the bridge it came in by",
+                );
+            }
         }
         let received_at = Instant::now();
         for destination in destinations {
+            let Some(target) = routing.target(destination.bridge) else {
+                continue;
+            };
             let share = match (&ack, destination.qos) {
                 (Some(ack), QoS::AtLeastOnce) => Some(ack.share()),
                 _ => None,
@@ -123,7 +156,7 @@ impl HubRouter {
                 ack: share,
                 received_at,
             };
-            self.targets[destination.bridge].queue.push(entry).await;
+            target.queue.push(entry).await;
         }
         if let Some(ack) = ack {
             ack.confirm();
@@ -137,7 +170,7 @@ impl Router for HubRouter {
     }
 
     fn retained(&self, bridge: BridgeId) -> Vec<(Arc<Message>, usize)> {
-        self.retained.for_bridge(bridge, &self.table)
+        self.retained.for_bridge(bridge, &self.routing.load().table)
     }
 }
 

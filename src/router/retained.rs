@@ -1,6 +1,7 @@
 //! The last retained message per topic, for new subscribers of server bridges.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use switchyard_api::{BridgeId, Message, Topic};
@@ -10,7 +11,7 @@ use super::table::RouteTable;
 /// Retained messages by topic, bounded by topic count.
 #[derive(Debug)]
 pub struct RetainedStore {
-    max_topics: usize,
+    max_topics: AtomicUsize,
     messages: Mutex<HashMap<Topic, (BridgeId, Arc<Message>)>>,
 }
 
@@ -18,9 +19,14 @@ impl RetainedStore {
     /// An empty store that holds at most `max_topics` topics.
     pub fn new(max_topics: usize) -> Self {
         Self {
-            max_topics,
+            max_topics: AtomicUsize::new(max_topics),
             messages: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Changes the bound (on reload); topics already kept stay.
+    pub fn set_max_topics(&self, max_topics: usize) {
+        self.max_topics.store(max_topics, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Topic, (BridgeId, Arc<Message>)>> {
@@ -31,16 +37,16 @@ impl RetainedStore {
 
     /// Keeps `message` as its topic's retained message; an empty payload clears it.
     pub fn store(&self, origin: BridgeId, message: &Arc<Message>) {
+        let max_topics = self.max_topics.load(Ordering::Relaxed);
         let mut messages = self.lock();
         if message.payload.is_empty() {
             messages.remove(&message.topic);
-        } else if messages.len() < self.max_topics || messages.contains_key(&message.topic) {
+        } else if messages.len() < max_topics || messages.contains_key(&message.topic) {
             messages.insert(message.topic.clone(), (origin, Arc::clone(message)));
         } else {
             tracing::warn!(
                 topic = %message.topic,
-                "Not keeping a retained message: the store is full (hub.retained_max = {}).",
-                self.max_topics
+                "Not keeping a retained message: the store is full (hub.retained_max = {max_topics})."
             );
         }
     }

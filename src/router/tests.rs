@@ -1,6 +1,6 @@
 //! Router behaviour: fan-out, loop and hop guards, duplicates, backpressure.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +9,7 @@ use switchyard_api::{
     Overflow, QoS, QueueLimits, Router, Rule, RuleConfig, RuleSet, Topic,
 };
 
-use super::{HubRouter, RouteTable, RouteTarget};
+use super::{DedupWindow, HubRouter, RouteTable, RouteTarget, Routing};
 
 struct TestBridge {
     rules: Vec<(&'static str, Direction, QoS)>,
@@ -60,15 +60,16 @@ fn harness(bridges: Vec<TestBridge>) -> Harness {
             ttl: None,
         };
         let queue = Arc::new(OutboundQueue::new(limits, Arc::clone(&bridge_metrics)));
-        targets.push(RouteTarget {
+        targets.push(Some(RouteTarget {
             queue: Arc::clone(&queue),
             metrics: Arc::clone(&bridge_metrics),
-        });
+            dedup: Arc::new(Mutex::new(DedupWindow::new(4))),
+        }));
         queues.push(queue);
         metrics.push(bridge_metrics);
     }
     Harness {
-        router: HubRouter::new(RouteTable::new(table_input), targets, 2, 4, 100),
+        router: HubRouter::new(Routing::new(RouteTable::new(table_input), targets, 2), 100),
         queues,
         metrics,
     }

@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 GET client for the hub's admin API: one request per connection
+//! A minimal HTTP/1.1 client (GET, and POST without a body) for the hub's admin API: one request per connection
 //! (`Connection: close`), every step bounded by a timeout. Blocking and async versions
 //! share the parsing.
 
@@ -30,7 +30,7 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Respon
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(request(addr, path).as_bytes())?;
+    stream.write_all(request("GET", addr, path).as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse(&raw)
@@ -39,10 +39,27 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Respon
 /// `GET path` on `addr` without blocking the async runtime; `timeout` bounds the whole
 /// exchange.
 pub async fn get_async(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Response> {
+    exchange_async("GET", addr, path, timeout).await
+}
+
+/// `POST path` (empty body) on `addr` without blocking the async runtime; `timeout`
+/// bounds the whole exchange.
+pub async fn post_async(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Response> {
+    exchange_async("POST", addr, path, timeout).await
+}
+
+async fn exchange_async(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<Response> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(request(addr, path).as_bytes()).await?;
+        stream
+            .write_all(request(method, addr, path).as_bytes())
+            .await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
         parse(&raw)
@@ -52,13 +69,13 @@ pub async fn get_async(addr: SocketAddr, path: &str, timeout: Duration) -> io::R
         .unwrap_or_else(|_| {
             Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "HTTP GET timed out",
+                format!("HTTP {method} timed out"),
             ))
         })
 }
 
-fn request(addr: SocketAddr, path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n")
+fn request(method: &str, addr: SocketAddr, path: &str) -> String {
+    format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\nAccept: */*\r\n\r\n")
 }
 
 /// Parses a whole response read until the server closed the connection.

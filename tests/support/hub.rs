@@ -62,6 +62,32 @@ pub fn hub_command() -> Command {
     command
 }
 
+/// A configuration for hub `name` with its admin endpoint on `admin`, an embedded broker
+/// (bridge `broker`) on `mqtt` passing every topic both ways at QoS 1, and `bridges`
+/// (further TOML tables).
+pub fn hub_with_broker(name: &str, admin: u16, broker: &str, mqtt: u16, bridges: &str) -> String {
+    format!(
+        r##"
+[hub]
+name = "{name}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[bridges.{broker}]
+type = "mqtt-server"
+listen = "127.0.0.1:{mqtt}"
+
+[[bridges.{broker}.topics]]
+pattern = "#"
+direction = "both"
+qos = 1
+
+{bridges}
+"##
+    )
+}
+
 /// Runs `switchyard ARGS...` to completion (e.g. `["check", "-c", path]`), bounded by
 /// [`COMMAND_TIMEOUT`]. For extra environment, use [`hub_command`] and `run_with_timeout`.
 pub fn run_hub_command(args: &[&str]) -> Output {
@@ -225,6 +251,25 @@ impl Hub {
         let response = http::get_async(self.admin, path, HTTP_TIMEOUT).await;
         let response = response.unwrap_or_else(|e| panic!("GET http://{}{path}: {e}", self.admin));
         (response.status, response.body)
+    }
+
+    /// `POST path` (empty body) on the admin address: status and body.
+    pub async fn http_post_async(&self, path: &str) -> (u16, String) {
+        let response = http::post_async(self.admin, path, HTTP_TIMEOUT).await;
+        let response = response.unwrap_or_else(|e| panic!("POST http://{}{path}: {e}", self.admin));
+        (response.status, response.body)
+    }
+
+    /// Replaces the contents of configuration file `index` (as given to the builder), for
+    /// a reload.
+    pub fn rewrite_config(&self, index: usize, toml: &str) {
+        fs::write(&self.config_files[index], toml).expect("rewrite the configuration file");
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) without waiting for anything.
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the hub is not running");
+        send_signal(child, signal);
     }
 
     /// Every sample of `/metrics`.

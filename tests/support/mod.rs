@@ -12,6 +12,7 @@
 //! - [`tls`]: test certificates (a CA, server and client certificates) made with openssl.
 //! - [`mosquitto`]: [`Mosquitto`], a private Mosquitto broker on a free port, for tests
 //!   that stop or restart "the remote broker".
+//! - [`mosquitto_clients`]: `mosquitto_pub`, and `mosquitto_sub` waited on until subscribed.
 //! - [`proxy`]: [`proxy::TcpProxy`], a TCP forwarder to a shared broker that a test can
 //!   start late or cut, so one hub's connection fails without disturbing other tests.
 //! - [`redis`]: [`redis::RedisServer`], a private redis-server on a free port, with
@@ -31,6 +32,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod mosquitto;
+pub mod mosquitto_clients;
 pub mod mqtt;
 pub mod process;
 pub mod proxy;
@@ -39,7 +41,7 @@ pub mod redis;
 pub mod tls;
 
 #[allow(unused_imports)]
-pub use hub::{hub_command, run_hub_command, Hub, HubBuilder};
+pub use hub::{hub_command, hub_with_broker, run_hub_command, Hub, HubBuilder};
 #[allow(unused_imports)]
 pub use mosquitto::Mosquitto;
 #[allow(unused_imports)]

@@ -55,6 +55,12 @@ impl MqttClient {
         MqttClient::connect_with_options(port, client_id, false, Some(1)).await
     }
 
+    /// A clean-session publisher with up to `inflight` QoS 1 messages unacknowledged (a
+    /// wide window, for throughput when acknowledgements are slow, e.g. fsynced).
+    pub async fn wide_publisher(port: u16, client_id: &str, inflight: u16) -> MqttClient {
+        MqttClient::connect_with_options(port, client_id, true, Some(inflight)).await
+    }
+
     async fn connect_with_options(
         port: u16,
         client_id: &str,

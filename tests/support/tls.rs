@@ -1,6 +1,6 @@
 //! Certificates for TLS tests, made by the `openssl` command in a test directory: a CA,
 //! a server certificate for 127.0.0.1 and localhost, a client certificate, and an
-//! unrelated CA.
+//! unrelated CA; on request, more server certificates (other serials, or expired).
 
 use std::process::Command;
 use std::time::Duration;
@@ -35,6 +35,18 @@ basicConstraints = critical, CA:false
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
 authorityKeyIdentifier = keyid
+
+# `openssl ca`, used only for certificates with explicit validity dates.
+[ca_section]
+database = index.txt
+new_certs_dir = .
+serial = serial.txt
+default_md = sha256
+policy = any_name
+unique_subject = no
+
+[any_name]
+commonName = supplied
 ";
 
 /// PEM files made for one test (absolute paths).
@@ -52,7 +64,7 @@ pub struct Certificates {
     /// A CA that signed nothing here.
     pub other_ca: String,
     /// Holds the files.
-    _dir: TestDir,
+    dir: TestDir,
 }
 
 impl Certificates {
@@ -61,19 +73,7 @@ impl Certificates {
     pub fn generate() -> Certificates {
         let dir = TestDir::new("tls");
         dir.write("openssl.cnf", OPENSSL_CONFIG);
-        let openssl = |arguments: &str| {
-            let output = run_with_timeout(
-                Command::new(require_command("openssl"))
-                    .current_dir(dir.path())
-                    .args(arguments.split_whitespace()),
-                OPENSSL_TIMEOUT,
-            );
-            assert!(
-                output.status.success(),
-                "openssl {arguments} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
+        let openssl = |arguments: &str| openssl(&dir, arguments);
         let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
         for ca in ["ca", "other-ca"] {
             openssl(&format!(
@@ -99,7 +99,73 @@ impl Certificates {
             client_cert: path("client.pem"),
             client_key: path("client.key"),
             other_ca: path("other-ca.pem"),
-            _dir: dir,
+            dir,
         }
     }
+
+    /// A new server certificate (127.0.0.1, localhost) with `serial`, signed by the CA:
+    /// `(cert, key)` paths named after `label`.
+    pub fn issue_server(&self, label: &str, serial: u32) -> (String, String) {
+        openssl(
+            &self.dir,
+            &format!(
+                "req -new -config openssl.cnf -newkey ec -pkeyopt ec_paramgen_curve:prime256v1                  -nodes -subj /CN=localhost -keyout {label}.key -out {label}.csr"
+            ),
+        );
+        openssl(
+            &self.dir,
+            &format!(
+                "x509 -req -in {label}.csr -days 2 -CA ca.pem -CAkey ca.key -set_serial {serial}                  -extfile openssl.cnf -extensions server -out {label}.pem"
+            ),
+        );
+        (
+            self.path(&format!("{label}.pem")),
+            self.path(&format!("{label}.key")),
+        )
+    }
+
+    /// A server certificate signed by the CA that expired in 2020: `(cert, key)`.
+    pub fn issue_expired_server(&self) -> (String, String) {
+        self.dir.write("index.txt", "");
+        self.dir.write("serial.txt", "70\n");
+        openssl(
+            &self.dir,
+            "req -new -config openssl.cnf -newkey ec -pkeyopt ec_paramgen_curve:prime256v1              -nodes -subj /CN=localhost -keyout expired.key -out expired.csr",
+        );
+        openssl(
+            &self.dir,
+            "ca -batch -config openssl.cnf -name ca_section -cert ca.pem -keyfile ca.key              -startdate 20200101000000Z -enddate 20200102000000Z -extfile openssl.cnf              -extensions server -notext -in expired.csr -out expired.pem",
+        );
+        (self.path("expired.pem"), self.path("expired.key"))
+    }
+
+    /// The absolute path of a file in the certificates' directory.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// Runs `openssl ARGUMENTS` in `dir`, asserting success.
+fn openssl(dir: &TestDir, arguments: &str) {
+    let output = run_with_timeout(
+        Command::new(require_command("openssl"))
+            .current_dir(dir.path())
+            .args(arguments.split_whitespace()),
+        OPENSSL_TIMEOUT,
+    );
+    assert!(
+        output.status.success(),
+        "openssl {arguments} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The serial number of the certificate the TLS server at `port` on 127.0.0.1 presents,
+/// as `openssl s_client | openssl x509 -serial` prints it (`serial=03`).
+pub fn served_serial(port: u16) -> String {
+    let script = format!(
+        "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+    );
+    let output = run_with_timeout(Command::new("sh").args(["-c", &script]), OPENSSL_TIMEOUT);
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }

@@ -2,6 +2,7 @@
 //! their validation into what a connection needs. Nothing here touches the network.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::ExchangeKind;
 use serde::Deserialize;
+use switchyard_api::secret::resolve_password;
 use switchyard_api::settings::{parse_settings, ConfigDuration};
 use switchyard_api::tls::TlsSettings;
 use switchyard_api::SettingError;
@@ -70,6 +72,10 @@ pub struct AmqpSettings {
     /// The virtual host is the URL path, percent-encoded (`%2f` is `/`).
     #[serde(default = "default_url")]
     pub url: String,
+    /// A file holding the password (its final line break ignored), overriding the one in
+    /// `url` (which can then be `amqps://user@host/vhost`).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Virtual host, overriding the one in `url` (`""` = the one in `url`).
     #[serde(default)]
     pub vhost: String,
@@ -226,6 +232,9 @@ impl AmqpSettings {
                 ),
             )
         })?;
+        if let Some(password) = resolve_password(None, self.password_file.as_deref())? {
+            uri.authority.userinfo.password = password.expose().to_owned();
+        }
         if !self.vhost.is_empty() {
             uri.vhost = self.vhost.clone();
         }
@@ -485,5 +494,19 @@ mod tests {
         let error = AmqpConfig::parse(json!({"url": "amqp://user:secret@host:port/"}))
             .expect_err("bad port");
         assert!(!error.message.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn a_password_file_replaces_the_urls_password() {
+        let file = std::env::temp_dir().join(format!("switchyard-amqp-pw-{}", std::process::id()));
+        std::fs::write(&file, "from-file\n").expect("write");
+        let config = AmqpConfig::parse(json!({
+            "url": "amqp://bridge@127.0.0.1:5672/%2f",
+            "password_file": file,
+        }))
+        .expect("valid");
+        std::fs::remove_file(&file).expect("cleanup");
+        assert_eq!(config.uri.authority.userinfo.username, "bridge");
+        assert_eq!(config.uri.authority.userinfo.password, "from-file");
     }
 }

@@ -7,6 +7,11 @@
 //! resolves: [`AckOutcome::Delivered`] if every share was confirmed, `NotDelivered` if any
 //! was dropped unconfirmed (a bridge stopped with the message still queued), so the source
 //! can leave the message unacknowledged for its broker to redeliver.
+//!
+//! A destination with a disk spool holds a different kind of share for what it queued: a
+//! receipt for the message's spool record. Confirming it deletes the record; dropping it
+//! unconfirmed keeps the record, so the message is replayed after a restart. Adapters
+//! cannot tell the two kinds apart and need not: they confirm what they delivered.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,10 +51,35 @@ impl Drop for AckState {
     }
 }
 
+/// Where a spool receipt reports that its record may be deleted (the spool's journal).
+pub(crate) trait Settle: Send + Sync {
+    /// The destination is done with record `seq`.
+    fn settle(&self, seq: u64);
+}
+
+/// A spooled entry's claim on its spool record.
+#[derive(Clone)]
+pub(crate) struct Receipt {
+    /// Where to report the record done.
+    pub(crate) journal: Arc<dyn Settle>,
+    /// The record's sequence number in its spool.
+    pub(crate) seq: u64,
+    /// Whether the record is (or is being) written; a QoS 0 entry held in memory has a
+    /// number but no record unless the hub stops with it still queued.
+    pub(crate) written: bool,
+}
+
+enum Share {
+    /// A share of a source's acknowledgement.
+    Source(Arc<AckState>),
+    /// A spooled entry's record.
+    Spooled(Receipt),
+}
+
 /// One share of a message's acknowledgement. Dropping it unconfirmed marks the message
-/// as not delivered.
+/// as not delivered (or, for a spooled entry, keeps its record for a later replay).
 pub struct Ack {
-    state: Arc<AckState>,
+    share: Share,
     settled: bool,
 }
 
@@ -71,17 +101,37 @@ impl Ack {
         });
         (
             Ack {
-                state,
+                share: Share::Source(state),
                 settled: false,
             },
             AckReceiver(receiver),
         )
     }
 
+    /// A receipt for a spool record.
+    pub(crate) fn spooled(receipt: Receipt) -> Ack {
+        Ack {
+            share: Share::Spooled(receipt),
+            settled: false,
+        }
+    }
+
+    /// The spool receipt this share is, if it is one.
+    pub(crate) fn receipt(&self) -> Option<&Receipt> {
+        match &self.share {
+            Share::Spooled(receipt) => Some(receipt),
+            Share::Source(_) => None,
+        }
+    }
+
     /// Another unsettled share of the same acknowledgement (no allocation).
     pub fn share(&self) -> Ack {
+        let share = match &self.share {
+            Share::Source(state) => Share::Source(Arc::clone(state)),
+            Share::Spooled(receipt) => Share::Spooled(receipt.clone()),
+        };
         Ack {
-            state: Arc::clone(&self.state),
+            share,
             settled: false,
         }
     }
@@ -94,8 +144,12 @@ impl Ack {
 
 impl Drop for Ack {
     fn drop(&mut self) {
-        if !self.settled {
-            self.state.failed.store(true, Ordering::Release);
+        match &self.share {
+            Share::Source(state) if !self.settled => state.failed.store(true, Ordering::Release),
+            Share::Spooled(receipt) if self.settled && receipt.written => {
+                receipt.journal.settle(receipt.seq);
+            }
+            _ => {}
         }
     }
 }

@@ -86,6 +86,15 @@ pub enum RuleError {
         /// What is wrong with it.
         source: TopicError,
     },
+    /// The local prefix starts with `$` and ends inside its first level: no filter covers
+    /// such topics (a wildcard first level never matches a `$` topic), so the router could
+    /// not find the rule.
+    #[error("local_prefix {0:?} starts with $, so it must include its whole first level, e.g. \"$SYS/\"")]
+    DollarLevel(String),
+    /// The same for the remote prefix of an MQTT remote: the bridge would subscribe to a
+    /// wildcard first level, which the broker never matches against `$` topics.
+    #[error("remote_prefix {0:?} starts with $, so it must include its whole first level, e.g. \"$SYS/\"")]
+    RemoteDollarLevel(String),
 }
 
 /// A compiled rule.
@@ -117,6 +126,17 @@ impl Rule {
                 prefix: config.local_prefix.clone(),
                 source,
             })?;
+            if config.local_prefix.starts_with('$')
+                && !config.local_prefix.contains(LEVEL_SEPARATOR)
+            {
+                return Err(RuleError::DollarLevel(config.local_prefix.clone()));
+            }
+        }
+        if naming.separator == LEVEL_SEPARATOR
+            && config.remote_prefix.starts_with('$')
+            && !config.remote_prefix.contains(LEVEL_SEPARATOR)
+        {
+            return Err(RuleError::RemoteDollarLevel(config.remote_prefix.clone()));
         }
         Ok(Rule {
             filter,
@@ -336,6 +356,49 @@ mod tests {
             "site/#"
         );
         assert_eq!(rule("a", "pre", "", Naming::DOTTED).hub_filter(), "#");
+        assert_eq!(
+            rule("#", "$SYS/sw", "", Naming::DOTTED).hub_filter(),
+            "$SYS/#"
+        );
+    }
+
+    /// Found by the `topics` fuzz target: `local_prefix = "$"` with pattern `+` passes topic
+    /// `$`, but its covering filter `#` matches no `$` topic, so the router never used it.
+    #[test]
+    fn a_dollar_prefix_must_hold_its_first_level() {
+        for prefix in ["$", "$SYS"] {
+            let config = RuleConfig {
+                pattern: "+".into(),
+                direction: Direction::Out,
+                qos: QoS::AtMostOnce,
+                local_prefix: prefix.into(),
+                remote_prefix: String::new(),
+            };
+            assert_eq!(
+                Rule::compile(&config, Naming::MQTT).err(),
+                Some(RuleError::DollarLevel(prefix.into()))
+            );
+        }
+    }
+
+    /// The remote twin: an MQTT bridge with `remote_prefix = "$SYS"` would subscribe to
+    /// `#` on the broker, which never sends `$` topics for it. Dotted remotes have no such
+    /// rule, and `"$SYS/"` is fine.
+    #[test]
+    fn a_dollar_remote_prefix_of_an_mqtt_remote_must_hold_its_first_level() {
+        let config = |remote_prefix: &str| RuleConfig {
+            pattern: "#".into(),
+            direction: Direction::In,
+            qos: QoS::AtMostOnce,
+            local_prefix: String::new(),
+            remote_prefix: remote_prefix.into(),
+        };
+        assert_eq!(
+            Rule::compile(&config("$SYS"), Naming::MQTT).err(),
+            Some(RuleError::RemoteDollarLevel("$SYS".into()))
+        );
+        assert!(Rule::compile(&config("$SYS/"), Naming::MQTT).is_ok());
+        assert!(Rule::compile(&config("$SYS"), Naming::DOTTED).is_ok());
     }
 
     #[test]

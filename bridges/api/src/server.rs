@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::AccessPolicy;
 use crate::bridge::BridgeContext;
 use crate::message::{Message, QoS};
 use crate::telemetry::{BridgeMetrics, DropReason};
@@ -92,6 +93,25 @@ pub struct SubscriptionOptions {
     pub qos: QoS,
     /// MQTT v5 no-local: do not send the client its own messages.
     pub no_local: bool,
+    /// The ACL lets the client read only some of the topics the filter matches: check
+    /// each message (see [`ClientRegistry::set_reader`]).
+    pub check_read: bool,
+}
+
+/// Who a client is, for the ACL's read checks at delivery.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    /// The bridge's access policy.
+    pub policy: Arc<AccessPolicy>,
+    /// The client's user (`None` = anonymous).
+    pub user: Option<Arc<str>>,
+}
+
+impl Reader {
+    /// Whether the client may receive a message seen as `name`.
+    pub fn may_read(&self, name: &str) -> bool {
+        self.policy.may_read(self.user.as_deref(), name)
+    }
 }
 
 /// What a connection task holds: its id, its queue, and the signal to disconnect.
@@ -110,6 +130,19 @@ struct Client {
     sender: mpsc::Sender<ClientMessage>,
     kicked: CancellationToken,
     subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
+    /// Who the client is, when subscriptions with `check_read` need it.
+    reader: Option<Reader>,
+}
+
+impl Client {
+    /// Whether a subscription with `options` passes a message seen as `name`.
+    fn may_receive(&self, options: &SubscriptionOptions, name: &str) -> bool {
+        !options.check_read
+            || self
+                .reader
+                .as_ref()
+                .is_some_and(|reader| reader.may_read(name))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -169,12 +202,20 @@ impl ClientRegistry {
             sender,
             kicked: kicked.clone(),
             subscriptions: HashMap::new(),
+            reader: None,
         };
         self.write().clients.insert(id, client);
         ClientHandle {
             id,
             messages,
             kicked,
+        }
+    }
+
+    /// Records who the client is, for subscriptions whose messages are checked one by one.
+    pub fn set_reader(&self, id: ConnectionId, reader: Reader) {
+        if let Some(client) = self.write().clients.get_mut(&id) {
+            client.reader = Some(reader);
         }
     }
 
@@ -235,6 +276,14 @@ impl ClientRegistry {
             if options.no_local && from_self && message.sender == *id {
                 return;
             }
+            if options.check_read
+                && !registry
+                    .clients
+                    .get(id)
+                    .is_some_and(|client| client.may_receive(options, name))
+            {
+                return;
+            }
             matches.push((*id, options.qos.min(max_qos)));
         });
         // One delivery per client, with the best QoS among its matching filters.
@@ -288,21 +337,27 @@ impl ClientRegistry {
         }
     }
 
-    /// The retained messages a new subscription with `filter` should receive now.
+    /// The retained messages a new subscription of client `id` with `filter` should
+    /// receive now (those the client may read).
     pub fn retained_for(
         &self,
         ctx: &BridgeContext,
+        id: ConnectionId,
         filter: &TopicFilter,
         max_qos: QoS,
     ) -> Vec<ClientMessage> {
+        let reader = self
+            .read()
+            .clients
+            .get(&id)
+            .and_then(|client| client.reader.clone());
         ctx.retained()
             .into_iter()
             .filter_map(|(message, rule)| {
                 let name = remote_name(ctx, rule, &message)?;
                 let qos = message.qos.min(max_qos);
-                filter
-                    .matches(&name)
-                    .then(|| ClientMessage::new(message, name, qos))
+                let readable = reader.as_ref().is_none_or(|reader| reader.may_read(&name));
+                (readable && filter.matches(&name)).then(|| ClientMessage::new(message, name, qos))
             })
             .collect()
     }
@@ -348,6 +403,7 @@ mod tests {
         let qos1 = SubscriptionOptions {
             qos: QoS::AtLeastOnce,
             no_local: false,
+            check_read: false,
         };
         registry.subscribe(client.id, &filter("a/#"), qos0);
         registry.subscribe(client.id, &filter("a/+"), qos1);
@@ -369,6 +425,7 @@ mod tests {
         let options = SubscriptionOptions {
             qos: QoS::AtMostOnce,
             no_local: true,
+            check_read: false,
         };
         registry.subscribe(sender.id, &filter("#"), options);
         registry.subscribe(other.id, &filter("#"), options);
@@ -380,6 +437,53 @@ mod tests {
         );
         assert!(sender.messages.try_recv().is_err());
         assert!(other.messages.try_recv().is_ok());
+    }
+
+    #[test]
+    fn partial_read_grants_are_checked_per_message() {
+        use crate::access::AccessSettings;
+        use crate::acl::{AclAccess, AclRuleConfig};
+        let rules = [AclRuleConfig {
+            user: "alice".into(),
+            pattern: "a/#".into(),
+            access: AclAccess::Read,
+        }];
+        let policy = AccessPolicy::load(AccessSettings {
+            bridge: "t",
+            users_file: "",
+            tokens_file: "",
+            allow_anonymous: true,
+            acl: Some(&rules),
+        })
+        .unwrap();
+        let registry = ClientRegistry::new(8, SlowClient::Drop, Arc::new(BridgeMetrics::new("t")));
+        let mut client = registry.register();
+        registry.set_reader(
+            client.id,
+            Reader {
+                policy: Arc::new(policy),
+                user: Some(Arc::from("alice")),
+            },
+        );
+        let options = SubscriptionOptions {
+            check_read: true,
+            ..SubscriptionOptions::default()
+        };
+        registry.subscribe(client.id, &filter("#"), options);
+        registry.fan_out(
+            &message("b/x", 0),
+            &Arc::from("b/x"),
+            QoS::AtMostOnce,
+            false,
+        );
+        assert!(client.messages.try_recv().is_err(), "b/x is not readable");
+        registry.fan_out(
+            &message("a/x", 0),
+            &Arc::from("a/x"),
+            QoS::AtMostOnce,
+            false,
+        );
+        assert_eq!(&*client.messages.try_recv().unwrap().name, "a/x");
     }
 
     #[test]

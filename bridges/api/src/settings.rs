@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use crate::queue::{Overflow, QueueLimits};
 use crate::rule::RuleConfig;
+use crate::spool::SpoolWindow;
 
 /// A configuration value that failed to parse, with its key path inside the bridge table.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -149,18 +150,28 @@ impl Format {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
-    /// Most messages waiting for this bridge.
+    /// Most messages waiting for this bridge (in memory, or in the spool when one is set).
     #[serde(default = "default_max_messages")]
     pub max_messages: usize,
-    /// Most bytes waiting for this bridge.
+    /// Most message bytes waiting for this bridge (in memory, or in the spool when one is
+    /// set).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: ByteSize,
     /// What a full queue does with QoS 0 messages.
     #[serde(default)]
     pub overflow: Overflow,
-    /// Directory of the disk spool; not available in this version, so it must stay empty.
+    /// Directory of the disk spool (`""` = none). The bridge's spool is the file
+    /// `<spool>/<bridge name>.spool`; QoS 1 messages are written there before their source
+    /// is acknowledged, messages beyond the memory window wait there, and it is replayed
+    /// in order after a restart.
     #[serde(default)]
     pub spool: String,
+    /// With a spool: most messages kept in memory; the rest wait on disk.
+    #[serde(default = "default_memory_messages")]
+    pub memory_messages: usize,
+    /// With a spool: most message bytes kept in memory; the rest wait on disk.
+    #[serde(default = "default_memory_bytes")]
+    pub memory_bytes: ByteSize,
     /// Drop messages that waited longer than this (`""` = never).
     #[serde(default, deserialize_with = "optional_duration")]
     pub ttl: Option<Duration>,
@@ -174,6 +185,15 @@ fn default_max_bytes() -> ByteSize {
     ByteSize(64 << 20)
 }
 
+/// A window that keeps a fast destination busy without holding much in memory.
+fn default_memory_messages() -> usize {
+    10_000
+}
+
+fn default_memory_bytes() -> ByteSize {
+    ByteSize(8 << 20)
+}
+
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
@@ -181,6 +201,8 @@ impl Default for QueueConfig {
             max_bytes: default_max_bytes(),
             overflow: Overflow::default(),
             spool: String::new(),
+            memory_messages: default_memory_messages(),
+            memory_bytes: default_memory_bytes(),
             ttl: None,
         }
     }
@@ -194,6 +216,14 @@ impl QueueConfig {
             max_bytes: usize::try_from(self.max_bytes.0).unwrap_or(usize::MAX),
             overflow: self.overflow,
             ttl: self.ttl,
+        }
+    }
+
+    /// The memory window of a spooled queue.
+    pub fn spool_window(&self) -> SpoolWindow {
+        SpoolWindow {
+            messages: self.memory_messages.max(1),
+            bytes: usize::try_from(self.memory_bytes.0).unwrap_or(usize::MAX),
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum ConnectRefusal {
     Full,
     /// The access policy said no (3.1.1: "not authorized"; 5: "not authorized").
     NotAuthorized,
+    /// A wrong user name or password (3.1.1: "bad user name or password"; 5: "bad user
+    /// name or password").
+    BadCredentials,
 }
 
 /// The answer to one filter of a SUBSCRIBE.
@@ -142,6 +145,20 @@ fn v5_incomplete(error: &V5Error) -> bool {
     matches!(error, V5Error::InsufficientBytes(_))
 }
 
+/// After rumqttc said "insufficient bytes": more are needed if it left the buffer alone
+/// (`before` bytes), but if it took the packet off, the packet was whole and its contents
+/// overran it (a string or property length past its end). Waiting would read the next
+/// packet's bytes as the rest of this one.
+fn waiting_or_short(buffer: &BytesMut, before: usize) -> Result<Option<Incoming>, CodecError> {
+    if buffer.len() == before {
+        Ok(None)
+    } else {
+        Err(CodecError::Malformed(
+            "the packet's contents are longer than its remaining length".to_owned(),
+        ))
+    }
+}
+
 impl Protocol {
     /// The protocol of a CONNECT's level byte, if served.
     pub fn from_level(level: u8) -> Option<Protocol> {
@@ -159,10 +176,11 @@ impl Protocol {
         buffer: &mut BytesMut,
         max_packet: usize,
     ) -> Result<Option<Incoming>, CodecError> {
+        let before = buffer.len();
         match self {
             Protocol::V4 => match v4::Packet::read(buffer, max_packet) {
                 Ok(packet) => from_v4(packet).map(Some),
-                Err(error) if v4_incomplete(&error) => Ok(None),
+                Err(error) if v4_incomplete(&error) => waiting_or_short(buffer, before),
                 Err(error) => Err(v4_error(error, max_packet)),
             },
             Protocol::V5 => {
@@ -177,7 +195,7 @@ impl Protocol {
                 let max = u32::try_from(max_packet).unwrap_or(u32::MAX);
                 match v5::Packet::read(buffer, Some(max)) {
                     Ok(packet) => from_v5(packet).map(Some),
-                    Err(error) if v5_incomplete(&error) => Ok(None),
+                    Err(error) if v5_incomplete(&error) => waiting_or_short(buffer, before),
                     Err(error) => Err(v5_error(error)),
                 }
             }
@@ -241,6 +259,7 @@ impl Protocol {
                 let code = match refusal {
                     ConnectRefusal::Full => v4::ConnectReturnCode::ServiceUnavailable,
                     ConnectRefusal::NotAuthorized => v4::ConnectReturnCode::NotAuthorized,
+                    ConnectRefusal::BadCredentials => v4::ConnectReturnCode::BadUserNamePassword,
                 };
                 v4_write(&v4::Packet::ConnAck(v4::ConnAck::new(code, false)), buffer)
             }
@@ -248,6 +267,7 @@ impl Protocol {
                 let code = match refusal {
                     ConnectRefusal::Full => v5::ConnectReturnCode::QuotaExceeded,
                     ConnectRefusal::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
+                    ConnectRefusal::BadCredentials => v5::ConnectReturnCode::BadUserNamePassword,
                 };
                 let connack = v5::ConnAck {
                     session_present: false,
@@ -526,6 +546,37 @@ mod tests {
                 publish_will: false
             }))
         ));
+    }
+
+    /// Found by the `mqtt_packets` fuzz target: a whole packet whose contents claim more
+    /// bytes than its remaining length was taken off the buffer yet reported "incomplete",
+    /// so the session waited and decoded the next packet from the wrong offset.
+    #[test]
+    fn a_packet_shorter_than_its_contents_is_malformed() {
+        let cases: [(Protocol, &[u8]); 3] = [
+            // The fuzzer's input: a CONNACK of 2 bytes, too short for its properties.
+            (Protocol::V5, &[0x2a, 0x02, 0xff, 0xff, 0x00, 0x00]),
+            // PUBLISH "a" whose property length (5) runs past the packet.
+            (
+                Protocol::V5,
+                &[0x30, 0x04, 0x00, 0x01, b'a', 0x05, 0xc0, 0x00],
+            ),
+            // SUBSCRIBE whose filter length (5) runs past the packet.
+            (
+                Protocol::V4,
+                &[0x82, 0x04, 0x00, 0x01, 0x00, 0x05, 0xc0, 0x00],
+            ),
+        ];
+        for (protocol, bytes) in cases {
+            let mut buffer = BytesMut::from(bytes);
+            assert!(
+                matches!(
+                    protocol.decode(&mut buffer, 1024),
+                    Err(CodecError::Malformed(_))
+                ),
+                "{bytes:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_api::acl::AclRuleConfig;
 use switchyard_api::server::SlowClient;
+use switchyard_api::server_tls::ServerTlsSettings;
 use switchyard_api::settings::{ByteSize, ConfigDuration};
 use switchyard_api::SettingError;
 
@@ -26,6 +28,26 @@ pub struct MqttServerSettings {
     /// e.g. `"0.0.0.0:8083"`; `""` (the default) turns it off.
     #[serde(default)]
     pub ws_listen: String,
+    /// Address of the MQTT over TLS listener (`mqtts://`, usually port 8883); needs `tls`.
+    #[serde(default)]
+    pub tls_listen: String,
+    /// Address of the MQTT over WebSocket over TLS listener (`wss://`); needs `tls`.
+    #[serde(default)]
+    pub wss_listen: String,
+    /// `{ cert, key, client_ca, require_certificate }` of `tls_listen` and `wss_listen`;
+    /// the files are read again on SIGHUP.
+    #[serde(default)]
+    pub tls: ServerTlsSettings,
+    /// File of `user:hash` lines (Argon2 PHC, written by `switchyard passwd`); reread on
+    /// SIGHUP. `""` = user names are not checked (clients are anonymous).
+    #[serde(default)]
+    pub users_file: String,
+    /// Whether clients without credentials (user name, client certificate) may connect.
+    #[serde(default = "default_allow_anonymous")]
+    pub allow_anonymous: bool,
+    /// Topic ACL `[{ user, pattern, access }]`; absent = every client may read and write.
+    #[serde(default)]
+    pub acl: Option<Vec<AclRuleConfig>>,
     /// Most clients connected at once; more are refused with CONNACK "server unavailable"
     /// (MQTT 3.1.1) or "quota exceeded" (MQTT 5).
     #[serde(default = "default_max_connections")]
@@ -53,6 +75,10 @@ pub struct MqttServerSettings {
 
 fn default_listen() -> String {
     "127.0.0.1:1883".to_owned()
+}
+
+fn default_allow_anonymous() -> bool {
+    true
 }
 
 fn default_max_connections() -> usize {
@@ -85,28 +111,49 @@ impl MqttServerSettings {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), SettingError> {
-        for (key, address) in [("listen", &self.listen), ("ws_listen", &self.ws_listen)] {
-            if !address.is_empty() && address.parse::<SocketAddr>().is_err() {
+        let addresses = self.addresses();
+        for (index, (key, address)) in addresses.iter().enumerate() {
+            if address.is_empty() {
+                continue;
+            }
+            if address.parse::<SocketAddr>().is_err() {
                 return Err(SettingError::new(
-                    key,
+                    *key,
                     format!("expected an address such as \"0.0.0.0:1883\", or \"\" for off, found {address:?}"),
                 ));
             }
+            let taken = addresses[..index]
+                .iter()
+                .find(|(_, earlier)| earlier == address && !address.ends_with(":0"));
+            if let Some((earlier, _)) = taken {
+                return Err(SettingError::new(
+                    *key,
+                    format!("{address:?} is already the {earlier} address; pick another port"),
+                ));
+            }
         }
-        if self.listen.is_empty() && self.ws_listen.is_empty() {
+        if addresses.iter().all(|(_, address)| address.is_empty()) {
             return Err(SettingError::new(
                 "listen",
-                "listen and ws_listen are both off; set at least one of them",
+                "listen, ws_listen, tls_listen and wss_listen are all off; set at least one of them",
             ));
         }
-        let any_port = self.listen.ends_with(":0");
-        if !self.listen.is_empty() && self.listen == self.ws_listen && !any_port {
+        let tls_listener = !(self.tls_listen.is_empty() && self.wss_listen.is_empty());
+        if tls_listener && !self.tls.is_set() {
+            let key = if self.tls_listen.is_empty() {
+                "wss_listen"
+            } else {
+                "tls_listen"
+            };
             return Err(SettingError::new(
-                "ws_listen",
-                format!(
-                    "{:?} is already the listen address; pick another port",
-                    self.ws_listen
-                ),
+                key,
+                "a TLS listener needs tls = { cert = \"...\", key = \"...\" }",
+            ));
+        }
+        if !tls_listener && self.tls.is_set() {
+            return Err(SettingError::new(
+                "tls",
+                "tls is set but no TLS listener is: set tls_listen or wss_listen",
             ));
         }
         let positive = [
@@ -140,6 +187,16 @@ impl MqttServerSettings {
             ));
         }
         Ok(())
+    }
+
+    /// Every listener setting and its address (`""` = off).
+    pub fn addresses(&self) -> [(&'static str, &str); 4] {
+        [
+            ("listen", &self.listen),
+            ("ws_listen", &self.ws_listen),
+            ("tls_listen", &self.tls_listen),
+            ("wss_listen", &self.wss_listen),
+        ]
     }
 
     /// The largest packet (remaining length) a client may send.
@@ -194,11 +251,15 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let error = MqttServerSettings::parse(json!({"users_file": "x"})).unwrap_err();
+        let error = MqttServerSettings::parse(json!({"password_file": "x"})).unwrap_err();
         assert!(
-            error.message.contains("unknown field `users_file`"),
+            error.message.contains("unknown field `password_file`"),
             "{error}"
         );
+        let error = MqttServerSettings::parse(json!({"tls_listen": "127.0.0.1:8883"})).unwrap_err();
+        assert_eq!(error.path, "tls_listen");
+        let error = MqttServerSettings::parse(json!({"tls": {"cert": "c"}})).unwrap_err();
+        assert_eq!(error.path, "tls");
         let error = MqttServerSettings::parse(json!({"listen": "nowhere"})).unwrap_err();
         assert_eq!(error.path, "listen");
         let error = MqttServerSettings::parse(json!({"max_inflight": 0})).unwrap_err();

@@ -8,12 +8,13 @@ use rumqttc::v5::mqttbytes::v5;
 use crate::codec::CodecError;
 
 /// A client's CONNECT, as much as the server uses of it.
-#[derive(Debug)]
 pub struct Connect {
     /// The client identifier; may be empty (the server then assigns one).
     pub client_id: String,
     /// The user name, if the client gave one (for [`crate::access`]).
     pub username: Option<String>,
+    /// The password, if the client gave one (never logged).
+    pub password: Option<Vec<u8>>,
     /// Seconds between control packets the client promised; 0 = no keepalive.
     pub keep_alive: u16,
     /// The message to publish when the connection ends without DISCONNECT.
@@ -22,6 +23,18 @@ pub struct Connect {
     pub receive_maximum: Option<u16>,
     /// MQTT 5: the largest packet the client accepts.
     pub maximum_packet_size: Option<u32>,
+}
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connect")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("keep_alive", &self.keep_alive)
+            .field("will", &self.will)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A will message.
@@ -118,6 +131,10 @@ pub(crate) fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
     Ok(match packet {
         v4::Packet::Connect(connect) => Incoming::Connect(Connect {
             client_id: connect.client_id,
+            password: connect
+                .login
+                .as_ref()
+                .map(|login| login.password.clone().into_bytes()),
             username: connect.login.map(|login| login.username),
             keep_alive: connect.keep_alive,
             will: connect.last_will.map(|will| Will {
@@ -189,9 +206,13 @@ pub(crate) fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 None => None,
             };
             let properties = connect.properties.as_ref();
+            let password = login
+                .as_ref()
+                .map(|login| login.password.clone().into_bytes());
             Incoming::Connect(Connect {
                 client_id: connect.client_id,
                 username: login.map(|login| login.username),
+                password,
                 keep_alive: connect.keep_alive,
                 will,
                 receive_maximum: properties.and_then(|p| p.receive_maximum),

@@ -10,7 +10,8 @@
 //! - [`config`]: the bridge's settings.
 //! - [`codec`]: MQTT 3.1.1 / 5 packets through rumqttc: framing, decoding, encoding.
 //! - [`incoming`]: what clients send, in one vocabulary for both versions.
-//! - [`listener`]: accept loops (TCP and WebSocket), one task per connection.
+//! - [`listener`]: accept loops (TCP, WebSocket, with or without TLS), one task per
+//!   connection.
 //! - [`websocket`]: the WebSocket handshake and the byte-stream adapter.
 //! - [`session`]: one connection from CONNECT to close.
 //! - [`access`]: who may connect, publish and subscribe (the hook for users and ACLs).
@@ -37,7 +38,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::join_all;
+use switchyard_api::access::{AccessPolicy, AccessSettings};
 use switchyard_api::server::ClientRegistry;
+use switchyard_api::server_tls::ServerTls;
 use switchyard_api::{
     BoxFuture, Bridge, BridgeContext, BridgeError, BridgeSpec, BridgeType, Format, Naming,
     SettingError,
@@ -46,7 +49,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::access::{Access, AllowAll};
+use crate::access::{Access, AllowAll, Both};
 use crate::clients::ConnectedClients;
 use crate::config::MqttServerSettings;
 use crate::listener::{accept_loop, Transport};
@@ -76,7 +79,7 @@ impl BridgeType for MqttServerType {
         settings: serde_json::Value,
     ) -> Result<Box<dyn Bridge>, SettingError> {
         let settings = MqttServerSettings::parse(settings)?;
-        Ok(Box::new(MqttServer::new(&spec.name, settings)))
+        Ok(Box::new(MqttServer::new(&spec.name, settings)?))
     }
 
     fn is_server(&self) -> bool {
@@ -92,22 +95,37 @@ pub struct MqttServer {
     settings: Arc<MqttServerSettings>,
     /// The bound listeners, once [`Bridge::open`] ran.
     listeners: Mutex<Vec<(Transport, Arc<TcpListener>)>>,
-    /// Who may connect, publish and subscribe.
+    /// The embedding code's access hook (by default [`AllowAll`]).
     access: Arc<dyn Access>,
+    /// Users, anonymous clients and the ACL, from the configuration.
+    policy: Arc<AccessPolicy>,
+    /// The TLS of `tls_listen` and `wss_listen`.
+    tls: Option<ServerTls>,
 }
 
 impl MqttServer {
-    /// A bridge called `name` with validated `settings`; it listens once opened.
-    pub fn new(name: &str, settings: MqttServerSettings) -> Self {
-        Self {
+    /// A bridge called `name` with validated `settings`, its files (certificates, users)
+    /// read; it listens once opened.
+    pub fn new(name: &str, settings: MqttServerSettings) -> Result<Self, SettingError> {
+        let tls = ServerTls::for_bridge(name, &settings.tls)?;
+        let policy = AccessPolicy::load(AccessSettings {
+            bridge: name,
+            users_file: &settings.users_file,
+            tokens_file: "",
+            allow_anonymous: settings.allow_anonymous,
+            acl: settings.acl.as_deref(),
+        })?;
+        Ok(Self {
             name: name.to_owned(),
             settings: Arc::new(settings),
             listeners: Mutex::new(Vec::new()),
             access: Arc::new(AllowAll),
-        }
+            policy: Arc::new(policy),
+            tls,
+        })
     }
 
-    /// Replaces the access policy (by default [`AllowAll`]).
+    /// Adds an access hook to the configured policy (by default [`AllowAll`]).
     #[must_use]
     pub fn with_access(mut self, access: Arc<dyn Access>) -> Self {
         self.access = access;
@@ -123,15 +141,18 @@ impl MqttServer {
 
     /// The addresses actually bound (useful with port 0): `(listen, ws_listen)`.
     pub fn local_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        let mut addresses = (None, None);
-        for (transport, listener) in self.lock_listeners().iter() {
-            let address = listener.local_addr().ok();
-            match transport {
-                Transport::Tcp => addresses.0 = address,
-                Transport::WebSocket => addresses.1 = address,
-            }
-        }
-        addresses
+        (
+            self.local_addr(Transport::Tcp),
+            self.local_addr(Transport::WebSocket),
+        )
+    }
+
+    /// The address a listener actually bound, if it is on.
+    pub fn local_addr(&self, wanted: Transport) -> Option<SocketAddr> {
+        self.lock_listeners()
+            .iter()
+            .find(|(transport, _)| *transport == wanted)
+            .and_then(|(_, listener)| listener.local_addr().ok())
     }
 }
 
@@ -141,6 +162,8 @@ impl Bridge for MqttServer {
             let wanted = [
                 (Transport::Tcp, self.settings.listen.clone()),
                 (Transport::WebSocket, self.settings.ws_listen.clone()),
+                (Transport::Tls, self.settings.tls_listen.clone()),
+                (Transport::Wss, self.settings.wss_listen.clone()),
             ];
             let mut bound = Vec::new();
             for (transport, address) in wanted {
@@ -178,7 +201,12 @@ impl Bridge for MqttServer {
                     Arc::clone(&ctx.metrics),
                 ),
                 clients: ConnectedClients::new(settings.max_connections),
-                access: Arc::clone(&self.access),
+                access: Arc::new(Both {
+                    policy: Arc::clone(&self.policy),
+                    hook: Arc::clone(&self.access),
+                }),
+                policy: Arc::clone(&self.policy),
+                tls: self.tls.clone(),
                 settings,
                 ctx: ctx.clone(),
             });
@@ -192,7 +220,17 @@ impl Bridge for MqttServer {
             let accepting = join_all(listeners.into_iter().map(|(transport, listener)| {
                 accept_loop(listener, transport, Arc::clone(&broker), tracker.clone())
             }));
-            tokio::join!(accepting, broker.registry.run_fan_out(&ctx));
+            let reloading = async {
+                if let Some(tls) = &self.tls {
+                    tls.reload_on_sighup(ctx.shutdown.clone()).await;
+                }
+            };
+            tokio::join!(
+                accepting,
+                broker.registry.run_fan_out(&ctx),
+                reloading,
+                self.policy.reload_on_sighup(ctx.shutdown.clone()),
+            );
             // Connections see the same shutdown signal and close themselves.
             tracker.close();
             tracker.wait().await;

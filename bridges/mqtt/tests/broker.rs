@@ -108,7 +108,9 @@ impl Harness {
         // ports it bound.
         MqttServerType.build(&spec, settings.clone()).unwrap();
         let settings = MqttServerSettings::parse(settings).unwrap();
-        let mut bridge = MqttServer::new(&spec.name, settings).with_access(access);
+        let mut bridge = MqttServer::new(&spec.name, settings)
+            .unwrap()
+            .with_access(access);
         bridge.open().await.unwrap();
         let (tcp, ws) = bridge.local_addrs();
         let (tcp, ws) = (tcp.unwrap(), ws.unwrap());

@@ -1,9 +1,12 @@
 //! Settings of a `redis` bridge, their defaults and their validation.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, TlsCertificates};
 use serde::Deserialize;
+use switchyard_api::instance::instance_id;
+use switchyard_api::secret::{resolve_password, Secret};
 use switchyard_api::settings::{parse_settings, ConfigDuration};
 use switchyard_api::subscription::{redis_subscription, RedisSubscription};
 use switchyard_api::{RuleSet, SettingError};
@@ -23,7 +26,10 @@ pub struct RedisSettings {
     pub username: Option<String>,
     /// Password (`AUTH`); overrides one given in `url`.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    /// A file holding the password (its final line break ignored), instead of `password`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Database number (`SELECT`); overrides one given in `url`.
     #[serde(default)]
     pub database: Option<i64>,
@@ -70,8 +76,11 @@ pub struct StreamSettings {
     /// The consumer group `in` rules read with (created at the stream's end when missing).
     #[serde(default = "default_group")]
     pub group: String,
-    /// This bridge's consumer name in the group; default `<hub>-<bridge>`, stable across
-    /// restarts so the entries it had not acknowledged are read again.
+    /// This bridge's consumer name in the group; default `<hub>-<bridge>-<hostname>-<pid>`,
+    /// unique per process so replicas sharing one configuration (and hub name) are
+    /// distinct consumers. Set it to a name stable across restarts (e.g. a StatefulSet
+    /// pod's) to read the entries it had not acknowledged at once on restart instead of
+    /// after `claim_idle`, by whichever replica claims them.
     #[serde(default)]
     pub consumer: Option<String>,
     /// Approximate most entries per stream written by `out` rules (`XADD MAXLEN ~`);
@@ -164,7 +173,9 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Parses and validates the adapter's keys against the bridge's rules.
     pub fn parse(value: serde_json::Value, rules: &RuleSet) -> Result<RedisConfig, SettingError> {
-        let settings: RedisSettings = parse_settings(value)?;
+        let mut settings: RedisSettings = parse_settings(value)?;
+        let file = settings.password_file.take();
+        settings.password = resolve_password(settings.password.take(), file.as_deref())?;
         let connection = connection_info(&settings)?;
         let secure = matches!(connection.addr(), ConnectionAddr::TcpTls { .. });
         let tls = crate::tls::certificates(&settings.tls, secure)?;
@@ -193,13 +204,14 @@ impl RedisConfig {
         })
     }
 
-    /// The consumer name in the group: configured, else `<hub>-<bridge>`.
+    /// The consumer name in the group: configured, else `<hub>-<bridge>-<instance>` (see
+    /// [`switchyard_api::instance`]).
     pub fn consumer(&self, hub: &str, bridge: &str) -> String {
         self.settings
             .streams
             .consumer
             .clone()
-            .unwrap_or_else(|| format!("{hub}-{bridge}"))
+            .unwrap_or_else(|| format!("{hub}-{bridge}-{}", instance_id()))
     }
 
     /// `host:port` (never the credentials), for logs and errors.
@@ -234,7 +246,7 @@ fn connection_info(settings: &RedisSettings) -> Result<ConnectionInfo, SettingEr
         redis = redis.set_username(username);
     }
     if let Some(password) = &settings.password {
-        redis = redis.set_password(password);
+        redis = redis.set_password(password.expose());
     }
     if let Some(database) = settings.database {
         if database < 0 {
@@ -315,7 +327,10 @@ mod tests {
         assert_eq!(config.settings.mode, Mode::Pubsub);
         assert_eq!(config.settings.streams.group, "switchyard");
         assert_eq!(config.settings.streams.block.0, Duration::from_secs(1));
-        assert_eq!(config.consumer("hub", "cache"), "hub-cache");
+        assert_eq!(
+            config.consumer("hub", "cache"),
+            format!("hub-cache-{}", instance_id())
+        );
         let default = RedisConfig::parse(json!({}), &RuleSet::default()).expect("defaults");
         assert_eq!(default.describe(), "redis://127.0.0.1:6379");
     }

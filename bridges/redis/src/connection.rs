@@ -6,11 +6,14 @@
 //!
 //! `rediss://` connects with rustls (aws-lc-rs), checking the server's certificate against
 //! the authorities of `tls.ca`, else the system's, and presenting `tls.cert` when set.
+//! Every connection has Nagle's algorithm off (TCP_NODELAY): the client library leaves it
+//! on, which holds small PUBLISHes back for the peer's delayed ACK.
 
 use std::sync::Once;
 use std::time::Duration;
 
 use redis::aio::{AsyncPushSender, MultiplexedConnection};
+use redis::io::tcp::TcpSettings;
 use redis::{AsyncConnectionConfig, Client, ErrorKind, ProtocolVersion, RedisError};
 use switchyard_api::BridgeError;
 
@@ -53,6 +56,7 @@ async fn connect(
     settings: AsyncConnectionConfig,
 ) -> Result<MultiplexedConnection, BridgeError> {
     install_crypto_provider();
+    let info = info.set_tcp_settings(TcpSettings::default().set_nodelay(true));
     let client = match &config.tls {
         None => Client::open(info),
         Some(certificates) => Client::build_with_tls(info, certificates.clone()),

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_api::acl::AclRuleConfig;
 use switchyard_api::server::SlowClient;
+use switchyard_api::server_tls::ServerTlsSettings;
 use switchyard_api::settings::{parse_settings, ByteSize, ConfigDuration};
 use switchyard_api::SettingError;
 
@@ -47,6 +49,24 @@ pub struct ServerSettings {
     /// On subscribe, send the retained messages the new filter matches.
     #[serde(default = "default_replay_retained")]
     pub replay_retained: bool,
+    /// `{ cert, key, client_ca, require_certificate }`: when set, `listen` speaks TLS
+    /// (`wss://`); the files are read again on SIGHUP.
+    #[serde(default)]
+    pub tls: ServerTlsSettings,
+    /// File of `user:token` lines: bearer tokens (`Authorization: Bearer TOKEN` or
+    /// `?token=TOKEN`) and the user each stands for; reread on SIGHUP.
+    #[serde(default)]
+    pub tokens_file: String,
+    /// Whether clients without a token or client certificate may connect.
+    #[serde(default = "default_allow_anonymous")]
+    pub allow_anonymous: bool,
+    /// Topic ACL `[{ user, pattern, access }]`; absent = every client may read and write.
+    #[serde(default)]
+    pub acl: Option<Vec<AclRuleConfig>>,
+}
+
+fn default_allow_anonymous() -> bool {
+    true
 }
 
 fn default_listen() -> String {

@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
-use switchyard_api::server::{ClientHandle, ClientRegistry, SubscriptionOptions};
+use switchyard_api::access::AccessPolicy;
+use switchyard_api::acl::ReadGrant;
+use switchyard_api::server::{ClientHandle, ClientRegistry, Reader, SubscriptionOptions};
+use switchyard_api::server_tls::ServerTls;
 use switchyard_api::{AckOutcome, BridgeContext, DropReason, QoS, TopicFilter};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -26,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerSettings;
 use crate::control::{parse_request, ErrorReason, Refusal, Reply, Request};
 use crate::egress;
-use crate::handshake::{self, HandshakeError};
-use crate::ingress::{self, PendingAck};
+use crate::handshake::{self, Admitted, Gate, HandshakeError};
+use crate::ingress::{self, PendingAck, Publisher};
 
 /// QoS 1 publishes of one client waiting for their destinations. At the limit the
 /// connection stops reading until some resolve, which holds back that client alone.
@@ -47,6 +49,10 @@ pub struct Served {
     pub settings: Arc<ServerSettings>,
     /// The clients, their subscriptions and queues.
     pub registry: ClientRegistry,
+    /// Tokens, anonymous clients and the ACL.
+    pub policy: Arc<AccessPolicy>,
+    /// The listener's TLS, when `tls` is set.
+    pub tls: Option<ServerTls>,
 }
 
 /// Why a connection ends.
@@ -59,22 +65,39 @@ enum Ending {
     Close(CloseCode, &'static str),
 }
 
-/// Serves an admitted socket until it closes.
-pub async fn serve(served: Arc<Served>, stream: TcpStream) {
+/// Serves an admitted socket until it closes. `certificate_user` is the common name of
+/// the client's verified TLS certificate.
+pub async fn serve<S>(served: Arc<Served>, stream: S, certificate_user: Option<String>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let gate = Gate {
+        settings: &served.settings,
+        policy: &served.policy,
+        admitted: true,
+        certificate_user,
+    };
     // Boxed so the handshake's state is freed once done instead of sizing every
     // connection's task for the rest of its life.
-    let handshake = Box::pin(handshake::accept(stream, &served.settings, true));
+    let handshake = Box::pin(handshake::accept(stream, gate));
     let accepted = tokio::select! {
         accepted = handshake => accepted,
         () = served.ctx.shutdown.cancelled() => return,
     };
-    let (socket, filters) = match accepted {
+    let (socket, Admitted { filters, user }) = match accepted {
         Ok(accepted) => accepted,
         Err(error) => return handshake_failed(&served.ctx, &error),
     };
     served.ctx.metrics.connection_opened();
     let handle = served.registry.register();
     let id = handle.id;
+    if served.policy.has_acl() {
+        let reader = Reader {
+            policy: Arc::clone(&served.policy),
+            user: user.clone(),
+        };
+        served.registry.set_reader(id, reader);
+    }
     tracing::debug!(bridge = %served.ctx.name, connection = id, "WebSocket client connected.");
     let stall_limit = served.settings.ping_interval.0 * 2;
     let mut connection = Connection {
@@ -82,6 +105,7 @@ pub async fn serve(served: Arc<Served>, stream: TcpStream) {
         served: Arc::clone(&served),
         socket,
         handle,
+        user,
         pending: FuturesUnordered::new(),
         last_seen: Instant::now(),
         stall_limit,
@@ -96,8 +120,17 @@ pub async fn serve(served: Arc<Served>, stream: TcpStream) {
 }
 
 /// Answers a socket beyond `max_connections` with HTTP 503 (under the handshake timeout).
-pub async fn refuse(served: Arc<Served>, stream: TcpStream) {
-    let handshake = handshake::accept(stream, &served.settings, false);
+pub async fn refuse<S>(served: Arc<Served>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let gate = Gate {
+        settings: &served.settings,
+        policy: &served.policy,
+        admitted: false,
+        certificate_user: None,
+    };
+    let handshake = handshake::accept(stream, gate);
     tokio::select! {
         refused = handshake => if let Err(error) = refused {
             handshake_failed(&served.ctx, &error);
@@ -119,15 +152,17 @@ fn handshake_failed(ctx: &BridgeContext, error: &HandshakeError) {
 }
 
 /// The state of one connected client.
-struct Connection {
+struct Connection<S> {
     /// Cancelled when the hub stops.
     shutdown: CancellationToken,
     /// The bridge's shared state.
     served: Arc<Served>,
     /// The WebSocket.
-    socket: WebSocketStream<TcpStream>,
+    socket: WebSocketStream<S>,
     /// Id, send queue and kick signal in the registry.
     handle: ClientHandle,
+    /// The user the client logged in as (`None` = anonymous).
+    user: Option<Arc<str>>,
     /// Acknowledgements of this client's QoS 1 publishes, answered as they resolve.
     pending: FuturesUnordered<PendingAck>,
     /// When the client last sent anything (a pong included).
@@ -136,14 +171,26 @@ struct Connection {
     stall_limit: Duration,
 }
 
-impl Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Applies the subscriptions asked for in the handshake's query string.
     async fn start(&mut self, filters: Vec<TopicFilter>) -> Result<(), Ending> {
         for filter in filters {
-            self.add_subscription(&filter);
-            self.replay_retained(&filter).await?;
+            if self.add_subscription(&filter) {
+                self.replay_retained(&filter).await?;
+            } else {
+                self.refuse_subscription(filter.as_str()).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Tells the client the ACL refused its subscription to `filter`.
+    async fn refuse_subscription(&mut self, filter: &str) -> Result<(), Ending> {
+        let refusal = Refusal::new(
+            ErrorReason::NotAuthorized,
+            format!("the ACL does not let this client read anything {filter:?} matches"),
+        );
+        self.send(Reply::refused(&refusal, None).to_frame()).await
     }
 
     /// The connection's loop; returns why it ends.
@@ -235,7 +282,9 @@ impl Connection {
                 return self.reject(Refusal::invalid(detail)).await;
             }
         };
-        self.add_subscription(&filter);
+        if !self.add_subscription(&filter) {
+            return self.refuse_subscription(&text).await;
+        }
         self.send(Reply::Subscribed { filter: &text }.to_frame())
             .await?;
         self.replay_retained(&filter).await
@@ -256,25 +305,37 @@ impl Connection {
         }
     }
 
-    /// Subscribes at QoS 1, so each client sees the QoS the message has on this bridge.
-    fn add_subscription(&self, filter: &TopicFilter) {
+    /// Subscribes at QoS 1, so each client sees the QoS the message has on this bridge;
+    /// false when the ACL lets the client read nothing the filter matches.
+    fn add_subscription(&self, filter: &TopicFilter) -> bool {
+        let grant = self
+            .served
+            .policy
+            .read_grant(self.user.as_deref(), filter.as_str());
+        if grant == ReadGrant::Denied {
+            return false;
+        }
         let options = SubscriptionOptions {
             qos: QoS::AtLeastOnce,
             no_local: false,
+            check_read: grant == ReadGrant::Partial,
         };
         self.served
             .registry
             .subscribe(self.handle.id, filter, options);
+        true
     }
 
     async fn replay_retained(&mut self, filter: &TopicFilter) -> Result<(), Ending> {
         if !self.served.settings.replay_retained {
             return Ok(());
         }
-        let retained =
-            self.served
-                .registry
-                .retained_for(&self.served.ctx, filter, QoS::AtLeastOnce);
+        let retained = self.served.registry.retained_for(
+            &self.served.ctx,
+            self.handle.id,
+            filter,
+            QoS::AtLeastOnce,
+        );
         if retained.is_empty() {
             return Ok(());
         }
@@ -283,8 +344,13 @@ impl Connection {
     }
 
     async fn publish(&mut self, text: &str) -> Result<(), Ending> {
+        let publisher = Publisher {
+            connection: self.handle.id,
+            user: self.user.as_deref(),
+            policy: &self.served.policy,
+        };
         let published = tokio::select! {
-            published = ingress::publish(&self.served.ctx, self.handle.id, text) => published,
+            published = ingress::publish(&self.served.ctx, publisher, text) => published,
             () = self.shutdown.cancelled() => return Err(shutting_down()),
         };
         match published {
@@ -423,6 +489,7 @@ mod tests {
         Ack, BoxFuture, BridgeId, BridgeMetrics, LatencyHistogram, Message, OutboundQueue,
         Overflow, QueueLimits, Router, RuleSet,
     };
+    use tokio::net::TcpStream;
 
     /// Bytes the state of one connection's task may take (its future, not counting the
     /// heap buffers): part of the budget of under 10 KiB per idle connection.
@@ -474,8 +541,10 @@ mod tests {
             ctx,
             settings: Arc::new(settings),
             registry: ClientRegistry::new(1, SlowClient::Drop, metrics),
+            policy: Arc::new(AccessPolicy::allow_all()),
+            tls: None,
         });
-        let task = serve(served, stream);
+        let task = serve(served, stream, None);
         assert!(
             size_of_future(&task) <= MAX_TASK_BYTES,
             "a connection task takes {} bytes",

@@ -43,6 +43,8 @@ pub enum ErrorReason {
     Invalid,
     /// No `in` rule lets the topic into the hub.
     Denied,
+    /// The ACL does not let this client publish to the topic or subscribe to the filter.
+    NotAuthorized,
     /// The `op` is not one the server knows.
     UnknownOp,
     /// A QoS 1 publish did not reach every destination.

@@ -1,16 +1,20 @@
 //! The HTTP upgrade: which requests become WebSocket connections, with which initial
 //! subscriptions (`?subscribe=FILTER`, repeatable), and the per-connection buffer sizes.
 //!
-//! A request for another path gets 404, a bad `subscribe` filter 400, and a request beyond
+//! A request for another path gets 404, a bad `subscribe` filter 400, a wrong bearer token
+//! (or none where anonymous clients are not allowed) 401, and a request beyond
 //! `max_connections` 503. The whole exchange runs under `handshake_timeout`, so a silent
 //! socket or garbage bytes cost one short-lived task and never delay other clients.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use switchyard_api::access::{AccessPolicy, Credentials};
 use switchyard_api::topic::TopicError;
 use switchyard_api::TopicFilter;
 use thiserror::Error;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -30,6 +34,30 @@ const WRITE_BUFFER_BYTES: usize = 8 << 10;
 
 /// The query parameter that subscribes at connect time.
 const SUBSCRIBE_PARAMETER: &str = "subscribe";
+
+/// The query parameter that carries a bearer token (for clients that cannot set headers,
+/// such as browsers).
+const TOKEN_PARAMETER: &str = "token";
+
+/// An admitted client: its subscriptions and who it is (`None` = anonymous).
+pub struct Admitted {
+    /// The filters of its `subscribe` parameters.
+    pub filters: Vec<TopicFilter>,
+    /// The user it logged in as.
+    pub user: Option<Arc<str>>,
+}
+
+/// What the handshake checks the request against.
+pub struct Gate<'a> {
+    /// The bridge's settings.
+    pub settings: &'a ServerSettings,
+    /// Tokens, anonymous clients.
+    pub policy: &'a AccessPolicy,
+    /// False when the bridge is at `max_connections` (answered 503).
+    pub admitted: bool,
+    /// The common name of the client's verified TLS certificate.
+    pub certificate_user: Option<String>,
+}
 
 /// Why a connection did not become a WebSocket client.
 #[derive(Debug, Error)]
@@ -76,23 +104,46 @@ pub fn websocket_config(settings: &ServerSettings) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
-/// Performs the server side of the handshake on `stream`. `admitted` is false when the
-/// bridge is at `max_connections`: the request is then answered with 503. Returns the
-/// connection and the filters of its `subscribe` query parameters.
-pub async fn accept(
-    stream: TcpStream,
-    settings: &ServerSettings,
-    admitted: bool,
-) -> Result<(WebSocketStream<TcpStream>, Vec<TopicFilter>), HandshakeError> {
-    let mut outcome: Result<Vec<TopicFilter>, (StatusCode, String)> = Ok(Vec::new());
+/// Performs the server side of the handshake on `stream`, checked by `gate`. Returns the
+/// connection, the filters of its `subscribe` query parameters and its user.
+pub async fn accept<S>(
+    stream: S,
+    gate: Gate<'_>,
+) -> Result<(WebSocketStream<S>, Admitted), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let settings = gate.settings;
+    // Stays `None` when no request could be read.
+    let mut outcome: Option<Result<Admitted, (StatusCode, String)>> = None;
+    let mut certificate_user = gate.certificate_user;
     // The callback's shape (a large error type) is tungstenite's.
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
-        outcome = admit(request, &settings.path, admitted);
-        match &outcome {
+        let decided = admit(request, &settings.path, gate.admitted).and_then(|filters| {
+            let credentials = Credentials {
+                certificate_user: certificate_user.take(),
+                token: token(request),
+                ..Credentials::default()
+            };
+            let user = gate
+                .policy
+                .login_without_password(credentials)
+                .map_err(|_| {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        "a valid bearer token is required (Authorization: Bearer TOKEN or ?token=TOKEN)"
+                            .to_owned(),
+                    )
+                })?;
+            Ok(Admitted { filters, user })
+        });
+        let answer = match &decided {
             Ok(_) => Ok(response),
             Err((status, detail)) => Err(error_response(*status, detail)),
-        }
+        };
+        outcome = Some(decided);
+        answer
     };
     let timeout = settings.handshake_timeout.0;
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
@@ -104,9 +155,12 @@ pub async fn accept(
         .await
         .map_err(|_| HandshakeError::TimedOut(timeout))?;
     match (result, outcome) {
-        (Ok(websocket), Ok(filters)) => Ok((websocket, filters)),
-        (_, Err((status, detail))) => Err(HandshakeError::Refused { status, detail }),
-        (Err(error), Ok(_)) => Err(HandshakeError::Protocol(error)),
+        (Ok(websocket), Some(Ok(admitted))) => Ok((websocket, admitted)),
+        (_, Some(Err((status, detail)))) => Err(HandshakeError::Refused { status, detail }),
+        (Err(error), _) => Err(HandshakeError::Protocol(error)),
+        (Ok(_), None) => Err(HandshakeError::Protocol(
+            tokio_tungstenite::tungstenite::Error::ConnectionClosed,
+        )),
     }
 }
 
@@ -131,6 +185,30 @@ fn admit(
     }
     subscriptions(uri.query().unwrap_or(""))
         .map_err(|error| (StatusCode::BAD_REQUEST, error.to_string()))
+}
+
+/// The bearer token of a request: the `Authorization: Bearer` header, else the `token`
+/// query parameter.
+fn token(request: &Request) -> Option<String> {
+    let header = request
+        .headers()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
+    header.or_else(|| query_parameter(request.uri().query().unwrap_or(""), TOKEN_PARAMETER))
+}
+
+/// The first value of parameter `name` in a query string, percent-decoded.
+fn query_parameter(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|parameter| {
+        let (key, value) = parameter.split_once('=')?;
+        (percent_decode(key)? == name).then(|| percent_decode(value))?
+    })
 }
 
 fn error_response(status: StatusCode, detail: &str) -> ErrorResponse {
@@ -257,6 +335,21 @@ mod tests {
         let (status, _) =
             admit(&request("/feed?subscribe=%2B%2B"), "/feed", true).expect_err("400");
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn tokens_come_from_the_header_or_the_query() {
+        let request = Request::builder()
+            .uri("/?token=from-query")
+            .header("Authorization", "Bearer from-header")
+            .body(())
+            .unwrap();
+        assert_eq!(token(&request).as_deref(), Some("from-header"));
+        assert_eq!(
+            token(&self::request("/?subscribe=a&token=t%2B1")).as_deref(),
+            Some("t+1")
+        );
+        assert_eq!(token(&self::request("/?subscribe=a")), None);
     }
 
     #[test]

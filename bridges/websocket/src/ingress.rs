@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use switchyard_api::access::AccessPolicy;
 use switchyard_api::envelope;
 use switchyard_api::message::{now_ms, HOPS_HEADER};
 use switchyard_api::server::ConnectionId;
@@ -45,18 +46,29 @@ impl Future for PendingAck {
     }
 }
 
-/// Hands the envelope in `text` to the hub as published by connection `sender`. Returns
-/// the acknowledgement to wait for (QoS 1), or why the publish was refused (counted).
+/// Who publishes: the connection, and the user the ACL knows it as.
+#[derive(Clone, Copy)]
+pub struct Publisher<'a> {
+    /// The connection (recorded as the message's sender).
+    pub connection: ConnectionId,
+    /// The client's user (`None` = anonymous).
+    pub user: Option<&'a str>,
+    /// The bridge's ACL.
+    pub policy: &'a AccessPolicy,
+}
+
+/// Hands the envelope in `text` to the hub as published by `publisher`. Returns the
+/// acknowledgement to wait for (QoS 1), or why the publish was refused (counted).
 pub async fn publish(
     ctx: &BridgeContext,
-    sender: ConnectionId,
+    publisher: Publisher<'_>,
     text: &str,
 ) -> Result<Option<PendingAck>, RefusedPublish> {
-    let message = match to_message(ctx, sender, text) {
+    let message = match to_message(ctx, publisher, text) {
         Ok(message) => message,
         Err(refused) => {
             let reason = match refused.refusal.reason {
-                ErrorReason::Denied => DropReason::Denied,
+                ErrorReason::Denied | ErrorReason::NotAuthorized => DropReason::Denied,
                 _ => DropReason::Invalid,
             };
             ctx.metrics.dropped(reason, &refused.refusal.detail);
@@ -76,7 +88,7 @@ pub async fn publish(
 /// Reads, checks and maps the envelope.
 fn to_message(
     ctx: &BridgeContext,
-    sender: ConnectionId,
+    publisher: Publisher<'_>,
     text: &str,
 ) -> Result<Message, RefusedPublish> {
     let envelope = envelope::decode(text.as_bytes()).map_err(|error| RefusedPublish {
@@ -92,6 +104,15 @@ fn to_message(
         return Err(refuse(
             ErrorReason::Invalid,
             format!("expected a topic name, found {:?}: {error}", envelope.topic),
+        ));
+    }
+    if !publisher.policy.may_write(publisher.user, &envelope.topic) {
+        return Err(refuse(
+            ErrorReason::NotAuthorized,
+            format!(
+                "the ACL does not let this client publish to {:?}",
+                envelope.topic
+            ),
         ));
     }
     let inbound = match ctx.rules.inbound(&envelope.topic) {
@@ -125,7 +146,7 @@ fn to_message(
         timestamp_ms: envelope.timestamp_ms.unwrap_or_else(now_ms),
         hops,
         origin: ctx.id,
-        sender,
+        sender: publisher.connection,
     })
 }
 

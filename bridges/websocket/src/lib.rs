@@ -10,7 +10,8 @@
 //! - `listener`: the accept loop, admission (`max_connections`) and refusals.
 //! - `handshake`: the HTTP upgrade: path, query-string subscriptions, buffer sizes.
 //! - `connection`: one client's task: reading, writing, pings, closing.
-//! - `control`: the client's requests and the server's replies.
+//! - [`control`]: the client's requests and the server's replies (public so the fuzz
+//!   targets can read frames as a connection does).
 //! - `ingress`: client publishes into the hub (client → hub).
 //! - `egress`: queued messages out to the client (hub → client).
 
@@ -18,7 +19,7 @@
 
 pub mod config;
 mod connection;
-mod control;
+pub mod control;
 mod egress;
 mod handshake;
 mod ingress;
@@ -26,7 +27,9 @@ mod listener;
 
 use std::sync::Arc;
 
+use switchyard_api::access::{AccessPolicy, AccessSettings};
 use switchyard_api::server::ClientRegistry;
+use switchyard_api::server_tls::ServerTls;
 use switchyard_api::{
     BoxFuture, Bridge, BridgeContext, BridgeError, BridgeSpec, BridgeType, Format, Naming,
     SettingError,
@@ -60,10 +63,21 @@ impl BridgeType for WebSocketServerType {
         settings: serde_json::Value,
     ) -> Result<Box<dyn Bridge>, SettingError> {
         let settings = ServerSettings::parse(settings)?;
+        let name = &spec.name;
+        let tls = ServerTls::for_bridge(name, &settings.tls)?;
+        let policy = AccessPolicy::load(AccessSettings {
+            bridge: name,
+            users_file: "",
+            tokens_file: &settings.tokens_file,
+            allow_anonymous: settings.allow_anonymous,
+            acl: settings.acl.as_deref(),
+        })?;
         Ok(Box::new(WebSocketServer {
             name: spec.name.clone(),
             settings: Arc::new(settings),
             listener: None,
+            policy: Arc::new(policy),
+            tls,
         }))
     }
 
@@ -80,6 +94,10 @@ struct WebSocketServer {
     settings: Arc<ServerSettings>,
     /// The socket claimed by `open`, kept across restarts of `run`.
     listener: Option<TcpListener>,
+    /// Tokens, anonymous clients and the ACL.
+    policy: Arc<AccessPolicy>,
+    /// TLS on `listen`, when `tls` is set.
+    tls: Option<ServerTls>,
 }
 
 impl WebSocketServer {
@@ -99,7 +117,8 @@ impl Bridge for WebSocketServer {
         Box::pin(async move {
             let listener = self.bind().await?;
             if let Ok(address) = listener.local_addr() {
-                tracing::info!(bridge = %self.name, "Accepting WebSocket clients on ws://{address}{}.", self.settings.path);
+                let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+                tracing::info!(bridge = %self.name, "Accepting WebSocket clients on {scheme}://{address}{}.", self.settings.path);
             }
             self.listener = Some(listener);
             Ok(())
@@ -124,12 +143,21 @@ impl Bridge for WebSocketServer {
                 ),
                 settings: Arc::clone(&self.settings),
                 ctx: ctx.clone(),
+                policy: Arc::clone(&self.policy),
+                tls: self.tls.clone(),
             });
             ctx.metrics.set_up(true);
             let tracker = TaskTracker::new();
+            let reloading = async {
+                if let Some(tls) = &self.tls {
+                    tls.reload_on_sighup(ctx.shutdown.clone()).await;
+                }
+            };
             tokio::join!(
                 listener::accept_loop(listener, Arc::clone(&served), &tracker),
                 served.registry.run_fan_out(&ctx),
+                reloading,
+                self.policy.reload_on_sighup(ctx.shutdown.clone()),
             );
             // Shutdown: connection tasks send their Close frames and end.
             tracker.close();

@@ -9,7 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use switchyard_api::server_tls::{Accepted, ServerTls};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
@@ -59,13 +60,28 @@ pub async fn accept_loop(listener: &TcpListener, served: Arc<Served>, tracker: &
         if let Ok(permit) = Arc::clone(&admitted).try_acquire_owned() {
             let served = Arc::clone(&served);
             tracker.spawn(async move {
-                connection::serve(served, stream).await;
+                match served.tls.clone() {
+                    None => connection::serve(served, stream, None).await,
+                    Some(tls) => {
+                        if let Some(accepted) = tls_handshake(&served, &tls, stream).await {
+                            let user = accepted.certificate_user;
+                            connection::serve(served, accepted.stream, user).await;
+                        }
+                    }
+                }
                 drop(permit);
             });
         } else if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
             let served = Arc::clone(&served);
             tracker.spawn(async move {
-                connection::refuse(served, stream).await;
+                match served.tls.clone() {
+                    None => connection::refuse(served, stream).await,
+                    Some(tls) => {
+                        if let Some(accepted) = tls_handshake(&served, &tls, stream).await {
+                            connection::refuse(served, accepted.stream).await;
+                        }
+                    }
+                }
                 drop(permit);
             });
         } else {
@@ -73,6 +89,30 @@ pub async fn accept_loop(listener: &TcpListener, served: Arc<Served>, tracker: &
                 bridge = %ctx.name,
                 "Closed a WebSocket connection at once: max_connections reached and too many refusals in progress."
             );
+        }
+    }
+}
+
+/// The TLS handshake under `handshake_timeout`; `None` (logged) when it fails.
+async fn tls_handshake(
+    served: &Served,
+    tls: &ServerTls,
+    stream: TcpStream,
+) -> Option<Accepted<TcpStream>> {
+    let limit = served.settings.handshake_timeout.0;
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(limit, tls.accept(stream)) => handshake,
+        () = served.ctx.shutdown.cancelled() => return None,
+    };
+    match handshake {
+        Ok(Ok(accepted)) => Some(accepted),
+        Ok(Err(error)) => {
+            tracing::debug!(bridge = %served.ctx.name, "TLS handshake failed: {error}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(bridge = %served.ctx.name, "No TLS handshake within {limit:?}; closing.");
+            None
         }
     }
 }

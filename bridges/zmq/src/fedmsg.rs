@@ -196,7 +196,7 @@ pub fn encode(
 
 /// Milliseconds as seconds: an integer when whole (as fedmsg writes), else a fraction.
 fn seconds(timestamp_ms: u64) -> serde_json::Number {
-    if timestamp_ms % 1000 == 0 {
+    if timestamp_ms.is_multiple_of(1000) {
         serde_json::Number::from(timestamp_ms / 1000)
     } else {
         serde_json::Number::from_f64(timestamp_ms as f64 / 1000.0)
@@ -205,10 +205,17 @@ fn seconds(timestamp_ms: u64) -> serde_json::Number {
 }
 
 /// A fresh `msg_id` the way fedmsg makes them: `<year>-<uuid4>`, the year of the
-/// message's time.
+/// message's time, or of now when that time is past year 9999 (which RFC 3339, and
+/// humantime, cannot write; a sender can claim any `ts`).
 fn new_msg_id(timestamp_ms: u64) -> String {
+    use std::fmt::Write;
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(timestamp_ms);
-    let date = humantime::format_rfc3339_seconds(time).to_string();
+    let mut date = String::new();
+    if write!(date, "{}", humantime::format_rfc3339_seconds(time)).is_err() {
+        date.clear();
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let _ = write!(date, "{now}");
+    }
     let year = date.split('-').next().unwrap_or("1970");
     format!("{year}-{}", uuid::Uuid::new_v4())
 }
@@ -337,6 +344,23 @@ mod tests {
             String::from_utf8(out).expect("utf-8"),
             r#"{"i":7,"msg":{"z": [1, 2.50], "a":"x"},"msg_id":"2024-5b1f","timestamp":1700000000.25,"topic":"t","username":"hub"}"#
         );
+    }
+
+    /// Found by the `fedmsg` fuzz target: an envelope with `"timestamp":329912544190`
+    /// (year 12424) and no `msg_id` panicked the sending side, which formats the year.
+    #[test]
+    fn a_time_past_year_9999_still_gets_a_msg_id() {
+        for timestamp_ms in [329_912_544_190_000, 253_402_300_800_000, u64::MAX] {
+            let mut message = message(b"{}");
+            message.timestamp_ms = timestamp_ms;
+            let mut out = Vec::new();
+            encode(&message, "t", "hub", 1, &[], &mut out).expect("encodes");
+            let decoded = decode(&Bytes::from(out)).expect("decodes");
+            let id = decoded.id.expect("a msg_id");
+            let (year, uuid) = id.split_once('-').expect("<year>-<uuid>");
+            assert!(year.parse::<u16>().is_ok(), "{id}");
+            assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{id}");
+        }
     }
 
     #[test]

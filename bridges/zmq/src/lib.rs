@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`config`]: the bridge's settings, their defaults and validation.
 //! - [`socket`]: the libzmq socket and the OS thread that owns it, bridged to Tokio.
+//! - [`monitor`]: counts the socket's peers (`switchyard_connections`).
 //! - [`framing`]: `[topic, body]` or `topic<space>body`, both ways.
 //! - [`fedmsg`]: the fedmsg envelope, both ways.
 //! - [`ingress`]: received messages into the hub (ZeroMQ -> hub).
@@ -20,6 +21,7 @@ pub mod egress;
 pub mod fedmsg;
 pub mod framing;
 pub mod ingress;
+pub mod monitor;
 pub mod socket;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,6 +35,7 @@ use switchyard_api::{
 use crate::config::ZmqSettings;
 use crate::egress::Egress;
 use crate::ingress::Ingress;
+use crate::monitor::PeerMonitor;
 
 /// The `zmq` bridge type, for the hub's registry of bridge types.
 #[derive(Debug, Clone, Copy, Default)]
@@ -88,20 +91,21 @@ struct ZmqBridge {
     subscriptions: Vec<String>,
     /// The libzmq context (its I/O thread) the bridge's sockets belong to.
     context: zmq::Context,
-    /// The socket bound by `open`, taken by the first `run`; later runs open their own.
-    opened: Mutex<Option<zmq::Socket>>,
+    /// The socket bound by `open` and its monitor, taken by the first `run`; later runs
+    /// open their own.
+    opened: Mutex<Option<(zmq::Socket, PeerMonitor)>>,
 }
 
 impl ZmqBridge {
-    fn lock_opened(&self) -> MutexGuard<'_, Option<zmq::Socket>> {
+    fn lock_opened(&self) -> MutexGuard<'_, Option<(zmq::Socket, PeerMonitor)>> {
         // Only ever replaced or taken whole, so poisoning is harmless.
         self.opened
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn open_socket(&self) -> Result<zmq::Socket, BridgeError> {
-        let socket = socket::open(
+    fn open_socket(&self) -> Result<(zmq::Socket, PeerMonitor), BridgeError> {
+        let opened = socket::open(
             &self.context,
             &self.name,
             &self.settings,
@@ -114,7 +118,7 @@ impl ZmqBridge {
             "ZeroMQ {} socket is ready.",
             self.settings.socket.as_str()
         );
-        Ok(socket)
+        Ok(opened)
     }
 }
 
@@ -125,8 +129,8 @@ impl Bridge for ZmqBridge {
 
     fn open(&mut self) -> BoxFuture<'_, Result<(), BridgeError>> {
         Box::pin(async move {
-            let socket = self.open_socket()?;
-            *self.lock_opened() = Some(socket);
+            let opened = self.open_socket()?;
+            *self.lock_opened() = Some(opened);
             Ok(())
         })
     }
@@ -134,10 +138,11 @@ impl Bridge for ZmqBridge {
     fn run(self: Arc<Self>, ctx: BridgeContext) -> BoxFuture<'static, Result<(), BridgeError>> {
         Box::pin(async move {
             let opened = self.lock_opened().take();
-            let socket = match opened {
-                Some(socket) => socket,
+            let (socket, monitor) = match opened {
+                Some(opened) => opened,
                 None => self.open_socket()?,
             };
+            monitor.count_into(Arc::clone(&ctx.metrics))?;
             ctx.metrics.set_up(true);
             let outcome = if self.settings.socket.receives() {
                 Ingress::new(self.format, &self.settings)

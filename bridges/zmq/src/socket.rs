@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SocketKind, ZmqSettings};
+use crate::monitor::PeerMonitor;
 
 /// How long a socket thread waits in `zmq_poll` before it looks at the stop signal again.
 const POLL_TIMEOUT_MS: i64 = 100;
@@ -51,14 +52,15 @@ pub struct Outgoing {
     pub entry: Outbound,
 }
 
-/// Creates the socket, sets its options and subscriptions, and binds and connects it.
-/// `subscriptions` are the byte prefixes of a `sub` socket.
+/// Creates the socket, sets its options and subscriptions, attaches the monitor that
+/// counts its peers, and binds and connects it. `subscriptions` are the byte prefixes of
+/// a `sub` socket.
 pub fn open(
     context: &zmq::Context,
     bridge: &str,
     settings: &ZmqSettings,
     subscriptions: &[String],
-) -> Result<zmq::Socket, BridgeError> {
+) -> Result<(zmq::Socket, PeerMonitor), BridgeError> {
     let failed = |what: &str, error: zmq::Error| BridgeError::Io {
         context: what.to_owned(),
         source: error.into(),
@@ -74,6 +76,7 @@ pub fn open(
                 .map_err(|error| failed(&format!("subscribe to {prefix:?}"), error))?;
         }
     }
+    let monitor = PeerMonitor::attach(context, &socket, bridge)?;
     for (index, endpoint) in settings.bind.iter().enumerate() {
         socket.bind(endpoint).map_err(|error| BridgeError::Listen {
             address: endpoint.clone(),
@@ -86,7 +89,7 @@ pub fn open(
             .connect(endpoint)
             .map_err(|error| failed(&format!("connect {endpoint}"), error))?;
     }
-    Ok(socket)
+    Ok((socket, monitor))
 }
 
 fn configure(socket: &zmq::Socket, settings: &ZmqSettings) -> Result<(), zmq::Error> {

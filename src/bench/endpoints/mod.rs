@@ -15,12 +15,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+
 use super::endpoint::{Endpoint, Target};
 use super::tally::SharedTally;
 use super::BenchError;
 
 /// How long connecting (and subscribing) may take before the run gives up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Fan-out and idle connections: connections being opened at once (a listen backlog's
+/// worth, so the server's accept queue never overflows into SYN retries).
+const CONNECTING_AT_ONCE: usize = 64;
 
 /// Identifies this run's clients to brokers (MQTT client ids, AMQP connection names).
 #[derive(Debug, Clone)]
@@ -75,8 +80,9 @@ impl Publisher {
                 endpoint: address,
                 bind,
                 topic,
+                fedmsg,
             } => Publisher::Zmq(zmq::Publisher::connect(
-                url, *pattern, address, *bind, topic,
+                url, *pattern, address, *bind, topic, *fedmsg,
             )?),
             Target::WebSocket { .. } => {
                 return Err(BenchError::Url {
@@ -140,11 +146,50 @@ impl Subscription {
                 endpoint: address,
                 bind,
                 topic,
+                ..
             } => Subscription {
                 tasks: Vec::new(),
                 stop: Some(zmq::subscribe(url, *pattern, address, *bind, topic, tally)?),
             },
         })
+    }
+
+    /// Opens `count` receiving connections on `endpoint` (MQTT or the WebSocket firehose
+    /// when above 1), the i-th recording as receiver i of `tally`; returns once all are
+    /// subscribed, or with the first failure.
+    pub async fn start_many(
+        endpoint: &Endpoint,
+        qos: u8,
+        name: &ClientName,
+        tally: SharedTally,
+        count: usize,
+    ) -> Result<Subscription, BenchError> {
+        if count <= 1 {
+            return Subscription::start(endpoint, qos, name, tally).await;
+        }
+        if !matches!(
+            endpoint.target,
+            Target::Mqtt { .. } | Target::WebSocket { .. }
+        ) {
+            return Err(BenchError::Url {
+                url: endpoint.url.clone(),
+                reason: "--subscribers above 1 needs an mqtt:// or ws:// --to".into(),
+            });
+        }
+        let opened: Vec<Subscription> = stream::iter(0..count)
+            .map(|index| {
+                let name = ClientName(format!("{}-{index}", name.0));
+                let tally = tally.receiver(index);
+                async move { Subscription::start(endpoint, qos, &name, tally).await }
+            })
+            .buffer_unordered(CONNECTING_AT_ONCE)
+            .try_collect()
+            .await?;
+        let mut all = Subscription::default();
+        for mut one in opened {
+            all.tasks.append(&mut one.tasks);
+        }
+        Ok(all)
     }
 
     fn task(task: tokio::task::JoinHandle<()>) -> Subscription {

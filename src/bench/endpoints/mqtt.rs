@@ -18,6 +18,9 @@ use crate::bench::BenchError;
 const REQUEST_QUEUE: usize = 10_000;
 /// QoS 1 publishes in flight before rumqttc waits for PUBACKs.
 const INFLIGHT: u16 = 1_000;
+/// A subscriber publishes nothing; rumqttc allocates its in-flight window and request
+/// queue per client, which adds up over a fan-out of 10,000 subscribers.
+const SUBSCRIBER_WINDOW: u16 = 4;
 /// Largest packet either way (the probe is at most what `--size` asks for).
 const MAX_PACKET: usize = 16 * 1024 * 1024;
 /// Keep-alive: long enough that a busy run never needs a PINGREQ.
@@ -48,7 +51,7 @@ impl Publisher {
         qos: u8,
         client_id: &str,
     ) -> Result<Publisher, BenchError> {
-        let (client, event_loop) = client(url, addr, client_id)?;
+        let (client, event_loop) = client(url, addr, client_id, INFLIGHT)?;
         let (ready, connected) = oneshot::channel();
         let event_loop = tokio::spawn(drive(
             event_loop,
@@ -91,7 +94,7 @@ pub async fn subscribe(
     client_id: &str,
     tally: SharedTally,
 ) -> Result<JoinHandle<()>, BenchError> {
-    let (client, event_loop) = client(url, addr, client_id)?;
+    let (client, event_loop) = client(url, addr, client_id, SUBSCRIBER_WINDOW)?;
     client
         .subscribe(topic, to_qos(qos))
         .await
@@ -123,7 +126,12 @@ enum Awaited {
     SubAck,
 }
 
-fn client(url: &str, addr: &str, client_id: &str) -> Result<(AsyncClient, EventLoop), BenchError> {
+fn client(
+    url: &str,
+    addr: &str,
+    client_id: &str,
+    window: u16,
+) -> Result<(AsyncClient, EventLoop), BenchError> {
     let (host, port) = addr
         .rsplit_once(':')
         .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
@@ -135,9 +143,14 @@ fn client(url: &str, addr: &str, client_id: &str) -> Result<(AsyncClient, EventL
     options
         .set_keep_alive(KEEP_ALIVE)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_inflight(INFLIGHT)
+        .set_inflight(window)
         .set_clean_session(true);
-    let (client, mut event_loop) = AsyncClient::new(options, REQUEST_QUEUE);
+    let queue = if window == SUBSCRIBER_WINDOW {
+        usize::from(window)
+    } else {
+        REQUEST_QUEUE
+    };
+    let (client, mut event_loop) = AsyncClient::new(options, queue);
     let mut network = NetworkOptions::new();
     network.set_tcp_nodelay(true);
     network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());

@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use rumqttc::Transport;
+use rumqttc::{NetworkOptions, Transport};
 use switchyard_api::{BoxFuture, BridgeError, QoS};
 use tokio::sync::mpsc;
 
@@ -59,8 +59,13 @@ pub struct IncomingPublish {
 
 /// What the bridge asks of the connection.
 pub trait RemoteClient: Send + Sync {
-    /// Subscribes to `filter` (with no-local where the protocol has it).
-    fn subscribe(&self, filter: String, qos: QoS) -> BoxFuture<'_, Result<(), BridgeError>>;
+    /// Subscribes to `filter`, with no-local when `no_local` and the protocol has it.
+    fn subscribe(
+        &self,
+        filter: String,
+        qos: QoS,
+        no_local: bool,
+    ) -> BoxFuture<'_, Result<(), BridgeError>>;
 
     /// Hands `request` to rumqttc without waiting; false when its request channel is full
     /// (or gone), so the caller keeps the request and tries again later. The bridge never
@@ -135,6 +140,15 @@ pub fn connect(
         Protocol::V5 => super::v5::connect(settings, endpoint, client_id, will),
         Protocol::V4 => super::v4::connect(settings, endpoint, client_id, will),
     }
+}
+
+/// Socket options of either protocol version's event loop: no Nagle, and the bridge's
+/// `connect_timeout` (whole seconds, at least 1).
+pub fn network_options(settings: &RemoteSettings) -> NetworkOptions {
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(settings.connect_timeout.0.as_secs().max(1));
+    network
 }
 
 /// Converts a client failure into a bridge error.

@@ -1,8 +1,11 @@
 //! Settings of an `mqtt` bridge (a client of a remote broker).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_api::instance::instance_id;
+use switchyard_api::secret::{resolve_password, Secret};
 use switchyard_api::settings::ConfigDuration;
 use switchyard_api::tls::TlsSettings;
 use switchyard_api::SettingError;
@@ -27,7 +30,10 @@ pub struct RemoteSettings {
     pub username: Option<String>,
     /// Password for the broker.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    /// A file holding the password (its final line break ignored), instead of `password`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Start a clean session on every connect (`false` keeps subscriptions and queued QoS 1
     /// messages on the broker while the bridge is away).
     #[serde(default)]
@@ -55,6 +61,13 @@ pub struct RemoteSettings {
     /// Certificates for `mqtts://` and `wss://` addresses.
     #[serde(default)]
     pub tls: TlsSettings,
+    /// Join the MQTT shared subscription group of this name: `in` rules subscribe
+    /// `$share/<group>/<filter>` (MQTT 5, and 3.1.1 on Mosquitto 2), so the broker hands
+    /// each message to one of the replicas in the group. Without a `client_id`, the
+    /// default one is unique per process (`switchyard-<hub>-<bridge>-<hostname>-<pid>`) and
+    /// the session must be clean.
+    #[serde(default)]
+    pub share_group: Option<String>,
 }
 
 /// The MQTT protocol version spoken to the remote broker.
@@ -151,6 +164,67 @@ impl BrokerAddress {
 }
 
 impl RemoteSettings {
+    /// The keep-alive interval to ask for (MQTT counts it in whole seconds, at least 1).
+    pub fn keep_alive(&self) -> Duration {
+        self.keepalive.0.max(Duration::from_secs(1))
+    }
+
+    /// User name and password for CONNECT, when a user name is set (no password: empty).
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        let user = self.username.as_deref()?;
+        Some((user, self.password.as_ref().map_or("", Secret::expose)))
+    }
+
+    /// Reads `password_file` into `password`.
+    pub fn read_password_file(&mut self) -> Result<(), SettingError> {
+        let file = self.password_file.take();
+        self.password = resolve_password(self.password.take(), file.as_deref())?;
+        Ok(())
+    }
+
+    /// Checks `share_group` against the MQTT rules for share names and the session it
+    /// needs.
+    pub fn check_share_group(&self) -> Result<(), SettingError> {
+        let Some(group) = &self.share_group else {
+            return Ok(());
+        };
+        if group.is_empty() || group.contains(['/', '+', '#']) {
+            return Err(SettingError::new(
+                "share_group",
+                format!("expected a name without '/', '+' or '#', found {group:?}"),
+            ));
+        }
+        if !self.clean_session && self.client_id.is_none() {
+            return Err(SettingError::new(
+                "clean_session",
+                "a share_group with a persistent session needs a client_id that stays the same \
+                 across restarts: with the default client id (unique per process) the broker \
+                 would keep queueing this replica's share for a session that never returns; \
+                 set clean_session = true, or a client_id",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The client id: configured, else `switchyard-<hub>-<bridge>` (stable, so the broker
+    /// keeps the session), with `-<hostname>-<pid>` in a share group (replicas share the
+    /// configuration, and a broker lets one connection per client id).
+    pub fn client_id(&self, hub: &str, bridge: &str) -> String {
+        match (&self.client_id, &self.share_group) {
+            (Some(id), _) => id.clone(),
+            (None, None) => format!("switchyard-{hub}-{bridge}"),
+            (None, Some(_)) => format!("switchyard-{hub}-{bridge}-{}", instance_id()),
+        }
+    }
+
+    /// What an `in` rule's `filter` is subscribed as: in the share group, if any.
+    pub fn subscription(&self, filter: String) -> String {
+        match &self.share_group {
+            Some(group) => format!("$share/{group}/{filter}"),
+            None => filter,
+        }
+    }
+
     /// Every broker address in failover order, validated.
     pub fn broker_addresses(&self) -> Result<Vec<BrokerAddress>, SettingError> {
         if self.addresses.is_empty() {
@@ -201,6 +275,47 @@ mod tests {
             .unwrap_err()
             .contains("port"));
         assert!(BrokerAddress::parse("broker:1883").is_err());
+    }
+
+    #[test]
+    fn share_groups_prefix_filters_and_need_a_clean_session_or_a_client_id() {
+        let parse =
+            |value| -> RemoteSettings { switchyard_api::settings::parse_settings(value).unwrap() };
+        let shared = parse(serde_json::json!({"share_group": "hubs", "clean_session": true}));
+        shared.check_share_group().unwrap();
+        assert_eq!(shared.subscription("a/#".to_owned()), "$share/hubs/a/#");
+        assert!(shared.client_id("h", "b").starts_with("switchyard-h-b-"));
+        assert_ne!(shared.client_id("h", "b"), "switchyard-h-b");
+        let plain = parse(serde_json::json!({}));
+        assert_eq!(plain.subscription("a/#".to_owned()), "a/#");
+        assert_eq!(plain.client_id("h", "b"), "switchyard-h-b");
+        let persistent = parse(serde_json::json!({"share_group": "hubs"}));
+        assert_eq!(
+            persistent.check_share_group().unwrap_err().path,
+            "clean_session"
+        );
+        let named = parse(serde_json::json!({"share_group": "hubs", "client_id": "pod-0"}));
+        named.check_share_group().unwrap();
+        assert_eq!(named.client_id("h", "b"), "pod-0");
+        let bad = parse(serde_json::json!({"share_group": "a/b", "clean_session": true}));
+        assert_eq!(bad.check_share_group().unwrap_err().path, "share_group");
+    }
+
+    #[test]
+    fn the_password_file_is_read_and_never_shown() {
+        let file = std::env::temp_dir().join(format!("switchyard-mqtt-pw-{}", std::process::id()));
+        std::fs::write(&file, "from-file\n").unwrap();
+        let mut settings: RemoteSettings = switchyard_api::settings::parse_settings(
+            serde_json::json!({"username": "bridge", "password_file": file}),
+        )
+        .unwrap();
+        settings.read_password_file().unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(
+            settings.password.as_ref().map(Secret::expose),
+            Some("from-file")
+        );
+        assert!(!format!("{settings:?}").contains("from-file"));
     }
 
     #[test]

@@ -63,7 +63,9 @@ impl BridgeType for MqttClientType {
         spec: &BridgeSpec,
         settings: serde_json::Value,
     ) -> Result<Box<dyn Bridge>, SettingError> {
-        let settings: RemoteSettings = switchyard_api::settings::parse_settings(settings)?;
+        let mut settings: RemoteSettings = switchyard_api::settings::parse_settings(settings)?;
+        settings.read_password_file()?;
+        settings.check_share_group()?;
         let endpoints = tls::endpoints(&settings.tls, settings.broker_addresses()?)?;
         Ok(Box::new(RemoteBridge {
             format: spec.format,
@@ -90,7 +92,10 @@ impl Bridge for RemoteBridge {
     }
 
     fn remote_subscription(&self, rule: &Rule) -> Option<String> {
-        Some(format!("subscribe {}", mqtt_filter(rule)))
+        Some(format!(
+            "filter {}",
+            self.settings.subscription(mqtt_filter(rule))
+        ))
     }
 }
 
@@ -98,11 +103,7 @@ impl RemoteBridge {
     async fn connect_and_serve(&self, ctx: &BridgeContext) -> Result<(), BridgeError> {
         let index = self.next_address.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         let endpoint = &self.endpoints[index];
-        let client_id = self
-            .settings
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("switchyard-{}-{}", ctx.hub_name, ctx.name));
+        let client_id = self.settings.client_id(&ctx.hub_name, &ctx.name);
         let state = self.settings.notifications.then(|| StateTopic {
             topic: self.settings.notification_topic.clone().unwrap_or_else(|| {
                 format!("switchyard/{}/bridges/{}/state", ctx.hub_name, ctx.name)
@@ -227,8 +228,12 @@ impl RemoteBridge {
         egress: &mut Egress,
         state: Option<&StateTopic>,
     ) -> Result<(), BridgeError> {
+        // No-local is a protocol error on a shared subscription (MQTT 5, 3.8.3.1): there the
+        // hops and origin properties keep a `both` rule from looping.
+        let no_local = self.settings.share_group.is_none();
         for rule in ctx.rules.inbound_rules() {
-            client.subscribe(mqtt_filter(rule), rule.qos).await?;
+            let filter = self.settings.subscription(mqtt_filter(rule));
+            client.subscribe(filter, rule.qos, no_local).await?;
         }
         if let Some(state) = state {
             egress.send_state(&state.topic, true);

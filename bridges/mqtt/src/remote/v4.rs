@@ -2,18 +2,15 @@
 //! properties and no no-local: loops through a v4 broker are stopped only by the hub's
 //! own guards (never back out of the bridge a message came in by).
 
-use std::time::Duration;
-
 use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet,
-    Publish, QoS as WireQoS,
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS as WireQoS,
 };
 use switchyard_api::{BoxFuture, BridgeError, QoS};
 use tokio::sync::mpsc;
 
 use super::client::{
-    drive, request_failed, Connection, Endpoint, EventSource, IncomingPublish, RemoteClient,
-    RemoteEvent, Request, StateTopic, EVENT_CAPACITY,
+    drive, network_options, request_failed, Connection, Endpoint, EventSource, IncomingPublish,
+    RemoteClient, RemoteEvent, Request, StateTopic, EVENT_CAPACITY,
 };
 use super::config::RemoteSettings;
 
@@ -27,7 +24,12 @@ fn wire_qos(qos: QoS) -> WireQoS {
 }
 
 impl RemoteClient for V4Client {
-    fn subscribe(&self, filter: String, qos: QoS) -> BoxFuture<'_, Result<(), BridgeError>> {
+    fn subscribe(
+        &self,
+        filter: String,
+        qos: QoS,
+        _no_local: bool,
+    ) -> BoxFuture<'_, Result<(), BridgeError>> {
         Box::pin(async move {
             self.0
                 .subscribe(filter, wire_qos(qos))
@@ -78,12 +80,12 @@ pub fn connect(
     let mut options = MqttOptions::new(client_id, address.broker_addr(), address.port);
     options
         .set_transport(endpoint.transport.clone())
-        .set_keep_alive(settings.keepalive.0.max(Duration::from_secs(1)))
+        .set_keep_alive(settings.keep_alive())
         .set_clean_session(settings.clean_session)
         .set_manual_acks(true)
         .set_inflight(settings.max_inflight.max(1));
-    if let (Some(user), password) = (&settings.username, &settings.password) {
-        options.set_credentials(user.as_str(), password.clone().unwrap_or_default());
+    if let Some((user, password)) = settings.credentials() {
+        options.set_credentials(user, password);
     }
     if let Some(will) = will {
         options.set_last_will(LastWill::new(
@@ -94,10 +96,7 @@ pub fn connect(
         ));
     }
     let (client, mut eventloop) = AsyncClient::new(options, EVENT_CAPACITY);
-    let mut network = NetworkOptions::new();
-    network.set_tcp_nodelay(true);
-    network.set_connection_timeout(settings.connect_timeout.0.as_secs().max(1));
-    eventloop.set_network_options(network);
+    eventloop.set_network_options(network_options(settings));
     let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
     let poller = drive(eventloop, events_tx);
     Connection {

@@ -1,20 +1,18 @@
 //! The remote connection over MQTT 5 (rumqttc's v5 client).
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{
     Filter, LastWill, Packet, PubAckReason, Publish, PublishProperties,
 };
 use rumqttc::v5::mqttbytes::QoS as WireQoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
-use rumqttc::{NetworkOptions, Outgoing};
+use rumqttc::Outgoing;
 use switchyard_api::{BoxFuture, BridgeError, QoS};
 use tokio::sync::mpsc;
 
 use super::client::{
-    drive, request_failed, Connection, Endpoint, EventSource, IncomingPublish, RemoteClient,
-    RemoteEvent, Request, StateTopic, EVENT_CAPACITY,
+    drive, network_options, request_failed, Connection, Endpoint, EventSource, IncomingPublish,
+    RemoteClient, RemoteEvent, Request, StateTopic, EVENT_CAPACITY,
 };
 use super::config::RemoteSettings;
 
@@ -31,11 +29,16 @@ fn wire_qos(qos: QoS) -> WireQoS {
 }
 
 impl RemoteClient for V5Client {
-    fn subscribe(&self, filter: String, qos: QoS) -> BoxFuture<'_, Result<(), BridgeError>> {
+    fn subscribe(
+        &self,
+        filter: String,
+        qos: QoS,
+        no_local: bool,
+    ) -> BoxFuture<'_, Result<(), BridgeError>> {
         Box::pin(async move {
             let mut filter = Filter::new(filter, wire_qos(qos));
             // Never receive our own publications back (a `both` rule on one broker).
-            filter.nolocal = true;
+            filter.nolocal = no_local;
             filter.preserve_retain = true;
             self.0
                 .subscribe_many([filter])
@@ -96,19 +99,16 @@ pub fn connect(
     let mut options = MqttOptions::new(client_id, address.broker_addr(), address.port);
     options
         .set_transport(endpoint.transport.clone())
-        .set_keep_alive(settings.keepalive.0.max(Duration::from_secs(1)))
+        .set_keep_alive(settings.keep_alive())
         .set_clean_start(settings.clean_session)
         .set_manual_acks(true)
         .set_outgoing_inflight_upper_limit(settings.max_inflight.max(1));
     if !settings.clean_session {
         options.set_session_expiry_interval(Some(SESSION_EXPIRY_SECONDS));
     }
-    let mut network = NetworkOptions::new();
-    network.set_tcp_nodelay(true);
-    network.set_connection_timeout(settings.connect_timeout.0.as_secs().max(1));
-    options.set_network_options(network);
-    if let (Some(user), password) = (&settings.username, &settings.password) {
-        options.set_credentials(user.as_str(), password.clone().unwrap_or_default());
+    options.set_network_options(network_options(settings));
+    if let Some((user, password)) = settings.credentials() {
+        options.set_credentials(user, password);
     }
     if let Some(will) = will {
         options.set_last_will(LastWill::new(
