@@ -159,6 +159,10 @@ async fn a_full_window_spills_to_disk_and_is_read_back_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_replays_in_order_with_every_field_and_ttl_still_applies() {
+    // The entries were queued long before the restart; the ttl after it lies between their
+    // age and the few seconds (fsyncs on a busy disk included) a fresh entry takes to pass.
+    const AGE: Duration = Duration::from_secs(30);
+    const TTL: Duration = Duration::from_secs(15);
     let dir = TempDir::new();
     let config = config(&dir.0, 1000, 3);
     {
@@ -169,7 +173,11 @@ async fn a_restart_replays_in_order_with_every_field_and_ttl_still_applies() {
             } else {
                 QoS::AtMostOnce
             };
-            queue.push(entry(index, qos, None)).await;
+            let mut old = entry(index, qos, None);
+            old.received_at = Instant::now()
+                .checked_sub(AGE)
+                .expect("the monotonic clock is older than AGE");
+            queue.push(old).await;
         }
         // One delivered before the stop: not replayed.
         let mut batch = Vec::new();
@@ -194,8 +202,7 @@ async fn a_restart_replays_in_order_with_every_field_and_ttl_still_applies() {
 
     // Unconfirmed entries stay; with a ttl shorter than their age they expire on replay.
     let mut short = config.clone();
-    short.ttl = Some(Duration::from_millis(50));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    short.ttl = Some(TTL);
     let (queue, metrics) = open(&short);
     queue.push(entry(99, QoS::AtMostOnce, None)).await;
     let entries = pop_all(&queue, 1).await;
