@@ -1,6 +1,12 @@
 //! Hub → broker: publishes the bridge's outbound queue to the exchange with publisher
 //! confirms, many in flight at once.
 //!
+//! lapin hands every publish to its own I/O thread and resolves it once the frames are on
+//! the socket. Waiting for that before publishing the next message would cost two thread
+//! hand-offs and one `write` per message; instead each publish is started (numbered and
+//! queued, in order) and left in flight with its confirm, so the I/O thread writes
+//! whatever has gathered in one go.
+//!
 //! Entries move from the hub's queue to [`Outbox::unsent`], then (published, awaiting the
 //! broker's confirm) to [`Outbox::in_flight`], and leave on their confirm through
 //! `ctx.delivered`, in order. At most `max_in_flight` confirms are outstanding: lapin's
@@ -19,11 +25,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::BasicReturnMessage;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{Channel, Confirmation, Connection, PublisherConfirm};
+use lapin::{Channel, Confirmation, Connection};
 use switchyard_api::{BridgeContext, BridgeError, DropReason, Outbound};
 
 use crate::config::AmqpConfig;
@@ -86,20 +93,23 @@ pub async fn open(connection: &Connection, config: &AmqpConfig) -> Result<Channe
     Ok(channel)
 }
 
+/// One publish from its start to the broker's answer: written to the socket, then
+/// confirmed (or at once [`Confirmation::NotRequested`] without confirms).
+type Settlement = BoxFuture<'static, lapin::Result<Confirmation>>;
+
 /// Publishes one bridge's queue on one channel.
 pub struct Publisher<'a> {
-    /// The publishing channel.
-    channel: Channel,
+    /// The publishing channel, shared with the publishes in flight.
+    channel: Arc<Channel>,
     /// The bridge's context.
     ctx: &'a BridgeContext,
     /// The bridge's settings.
     config: &'a AmqpConfig,
     /// The bridge's format.
     codec: Codec,
-    /// Reused buffer for envelopes (the `json` format).
-    scratch: Vec<u8>,
-    /// Pending confirms, in step with `Outbox::in_flight` (the i-th belongs to the i-th).
-    confirms: FuturesOrdered<PublisherConfirm>,
+    /// Publishes not settled yet, in step with `Outbox::in_flight` (the i-th belongs to
+    /// the i-th).
+    settlements: FuturesOrdered<Settlement>,
     /// Messages the broker nacked since the bridge started this connection.
     nacks: u64,
 }
@@ -113,12 +123,11 @@ impl<'a> Publisher<'a> {
         codec: Codec,
     ) -> Self {
         Self {
-            channel,
+            channel: Arc::new(channel),
             ctx,
             config,
             codec,
-            scratch: Vec::new(),
-            confirms: FuturesOrdered::new(),
+            settlements: FuturesOrdered::new(),
             nacks: 0,
         }
     }
@@ -128,7 +137,7 @@ impl<'a> Publisher<'a> {
     pub async fn run(&mut self, outbox: &mut Outbox) -> Result<(), BridgeError> {
         let max_in_flight = self.config.max_in_flight;
         loop {
-            while let Some(Some(result)) = self.confirms.next().now_or_never() {
+            while let Some(Some(result)) = self.settlements.next().now_or_never() {
                 self.settle(result, outbox)?;
             }
             if !outbox.nacked.is_empty() {
@@ -140,16 +149,16 @@ impl<'a> Publisher<'a> {
                 }
                 continue;
             }
-            let room = max_in_flight.saturating_sub(outbox.in_flight.len());
-            if room > 0 {
-                if let Some(entry) = outbox.unsent.pop_front() {
-                    self.publish(entry, outbox).await?;
-                    continue;
-                }
+            while outbox.in_flight.len() < max_in_flight {
+                let Some(entry) = outbox.unsent.pop_front() else {
+                    break;
+                };
+                self.publish(entry, outbox);
             }
+            let room = max_in_flight.saturating_sub(outbox.in_flight.len());
             tokio::select! {
                 biased;
-                Some(result) = self.confirms.next(), if !self.confirms.is_empty() => {
+                Some(result) = self.settlements.next(), if !self.settlements.is_empty() => {
                     self.settle(result, outbox)?;
                 }
                 open = self.ctx.outbound.pop_batch(&mut outbox.batch, room), if room > 0 => {
@@ -166,62 +175,50 @@ impl<'a> Publisher<'a> {
     /// Waits for one confirm; false when the hub stopped first.
     async fn wait_for_confirm(&mut self, outbox: &mut Outbox) -> Result<bool, BridgeError> {
         tokio::select! {
-            Some(result) = self.confirms.next() => self.settle(result, outbox).map(|()| true),
+            Some(result) = self.settlements.next() => self.settle(result, outbox).map(|()| true),
             () = self.ctx.shutdown.cancelled() => Ok(false),
         }
     }
 
-    /// Publishes one entry; it joins `in_flight` before the write, so that an interrupted
-    /// publish is retried rather than lost.
-    async fn publish(&mut self, entry: Outbound, outbox: &mut Outbox) -> Result<(), BridgeError> {
+    /// Starts publishing one entry; it joins `in_flight` before the write, so that an
+    /// interrupted publish is retried rather than lost.
+    fn publish(&mut self, entry: Outbound, outbox: &mut Outbox) {
         let message = Arc::clone(&entry.message);
-        let name = self.ctx.remote_name(entry.rule, &message.topic);
-        let Some(name) = name else {
+        let Some(name) = self.ctx.remote_name(entry.rule, &message.topic) else {
             // The router matched this rule, so this does not happen; never lose it silently.
             self.drop_invalid(entry, "no out rule of this bridge maps its topic");
-            return Ok(());
+            return;
         };
-        let routing_key = match format::routing_key(name) {
-            Ok(key) => key,
+        let encoded = format::routing_key(name).and_then(|routing_key| {
+            let (body, properties) = self.codec.encode(&message, routing_key.as_str())?;
+            Ok((routing_key, body, properties))
+        });
+        let (routing_key, body, properties) = match encoded {
+            Ok(encoded) => encoded,
             Err(error) => {
                 self.drop_invalid(entry, error);
-                return Ok(());
+                return;
             }
         };
-        let (body, properties) =
-            match self
-                .codec
-                .encode(&message, routing_key.as_str(), &mut self.scratch)
-            {
-                Ok(encoded) => encoded,
-                Err(error) => {
-                    self.drop_invalid(entry, error);
-                    return Ok(());
-                }
-            };
         outbox.in_flight.push_back(entry);
         let options = BasicPublishOptions {
             mandatory: self.config.mandatory && self.config.confirms,
             immediate: false,
         };
-        let confirm = self
-            .channel
-            .basic_publish(
-                self.config.exchange.clone(),
-                routing_key,
-                options,
-                body,
-                properties,
-            )
-            .await
-            .map_err(|error| BridgeError::Protocol(format!("publish: {error}")))?;
-        if self.config.confirms {
-            self.confirms.push_back(confirm);
-        } else if let Some(entry) = outbox.in_flight.pop_back() {
-            // Without confirms, a message counts as delivered once written to the socket.
-            self.ctx.delivered(entry);
+        let channel = Arc::clone(&self.channel);
+        let exchange = self.config.exchange.clone();
+        let mut settlement: Settlement = Box::pin(async move {
+            channel
+                .basic_publish(exchange, routing_key, options, &body, properties)
+                .await?
+                .await
+        });
+        // The first poll numbers the publish and queues its frames, so they are written in
+        // queue order; what it then awaits (the write, the confirm) completes later.
+        if let Some(settled) = (&mut settlement).now_or_never() {
+            settlement = Box::pin(std::future::ready(settled));
         }
-        Ok(())
+        self.settlements.push_back(settlement);
     }
 
     /// Applies the broker's answer to the oldest in-flight entry.
@@ -232,7 +229,7 @@ impl<'a> Publisher<'a> {
     ) -> Result<(), BridgeError> {
         let Some(entry) = outbox.in_flight.pop_front() else {
             return Err(BridgeError::Protocol(
-                "a publisher confirm arrived with no message in flight".to_owned(),
+                "a publish settled with no message in flight".to_owned(),
             ));
         };
         match result {
@@ -246,9 +243,7 @@ impl<'a> Publisher<'a> {
             }
             Err(error) => {
                 outbox.in_flight.push_front(entry);
-                return Err(BridgeError::Protocol(format!(
-                    "waiting for a publisher confirm: {error}"
-                )));
+                return Err(BridgeError::Protocol(format!("publish: {error}")));
             }
         }
         Ok(())
@@ -276,8 +271,8 @@ impl<'a> Publisher<'a> {
     /// unconfirmed is requeued by the caller.
     async fn finish(&mut self, outbox: &mut Outbox) -> Result<(), BridgeError> {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_CONFIRM_WAIT;
-        while !self.confirms.is_empty() {
-            match tokio::time::timeout_at(deadline, self.confirms.next()).await {
+        while !self.settlements.is_empty() {
+            match tokio::time::timeout_at(deadline, self.settlements.next()).await {
                 Ok(Some(result)) => self.settle(result, outbox)?,
                 Ok(None) | Err(_) => break,
             }

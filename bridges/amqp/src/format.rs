@@ -188,13 +188,12 @@ impl Codec {
     }
 
     /// Builds the body and properties of `message` published with `routing_key`. The body
-    /// is the payload itself, or the envelope written into `scratch`.
-    pub fn encode<'a>(
+    /// is the payload itself (shared, not copied), or the envelope.
+    pub fn encode(
         &self,
-        message: &'a Message,
+        message: &Message,
         routing_key: &str,
-        scratch: &'a mut Vec<u8>,
-    ) -> Result<(&'a [u8], BasicProperties), FormatError> {
+    ) -> Result<(Bytes, BasicProperties), FormatError> {
         let mut headers = FieldTable::default();
         let origin = message.header(ORIGIN_HEADER).unwrap_or(&self.hub_name);
         headers.insert(ORIGIN_HEADER.into(), string_value(origin));
@@ -208,19 +207,17 @@ impl Codec {
         if let Some(id) = &message.id {
             properties = properties.with_message_id(short("message id", id)?);
         }
-        let body: &[u8] = match self.format {
+        let body = match self.format {
             Format::Json => {
-                scratch.clear();
-                envelope::encode(message, routing_key, scratch);
                 properties = properties.with_content_type(JSON_CONTENT_TYPE.into());
-                scratch
+                envelope::encode_to_bytes(message, routing_key)
             }
             Format::FedoraMessaging => {
                 if !is_json_object(&message.payload) {
                     return Err(FormatError::NotJsonObject(Format::FedoraMessaging.as_str()));
                 }
                 properties = self.fedora_properties(message, properties, &mut headers)?;
-                &message.payload
+                message.payload.clone()
             }
             Format::Raw | Format::Fedmsg => {
                 for (name, value) in forwarded(&message.headers) {
@@ -230,7 +227,7 @@ impl Codec {
                         headers.insert(short("header name", name)?, string_value(value));
                     }
                 }
-                &message.payload
+                message.payload.clone()
             }
         };
         Ok((body, properties.with_headers(headers)))

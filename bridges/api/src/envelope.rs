@@ -131,6 +131,13 @@ fn decode_payload(raw: &RawValue) -> Result<Bytes, serde_json::Error> {
     }
 }
 
+/// The envelope of `message` (with `topic` as the name shown), ready to send.
+pub fn encode_to_bytes(message: &Message, topic: &str) -> Bytes {
+    let mut out = Vec::new();
+    encode(message, topic, &mut out);
+    Bytes::from(out)
+}
+
 /// Appends the envelope of `message` (with `topic` as the name shown) to `out`.
 pub fn encode(message: &Message, topic: &str, out: &mut Vec<u8>) {
     out.reserve(message.payload.len() + topic.len() + 96);

@@ -37,9 +37,7 @@ impl Codec {
             Format::Json => {
                 let mut outgoing = message.clone();
                 outgoing.headers = headers;
-                let mut buffer = Vec::with_capacity(message.payload.len() + 128);
-                envelope::encode(&outgoing, name, &mut buffer);
-                Bytes::from(buffer)
+                envelope::encode_to_bytes(&outgoing, name)
             }
             _ => message.payload.clone(),
         }

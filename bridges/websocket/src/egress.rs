@@ -5,7 +5,6 @@
 //! frame shares those bytes. Messages that are ready are written as one batch and flushed
 //! once, so a burst costs few socket writes.
 
-use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
 use switchyard_api::envelope;
 use switchyard_api::server::ClientMessage;
@@ -19,11 +18,9 @@ const BATCH_MESSAGES: usize = 64;
 
 /// The frame carrying `delivery`, encoding its envelope if no client has yet.
 pub fn frame(delivery: &ClientMessage) -> Frame {
-    let bytes = delivery.rendered.get_or_init(|| {
-        let mut buffer = Vec::new();
-        envelope::encode(&delivery.message, &delivery.name, &mut buffer);
-        Bytes::from(buffer)
-    });
+    let bytes = delivery
+        .rendered
+        .get_or_init(|| envelope::encode_to_bytes(&delivery.message, &delivery.name));
     // The envelope is JSON, hence UTF-8, so this check (no copy) always passes; were it
     // ever to fail, the client would still get the bytes, as a binary frame.
     match Utf8Bytes::try_from(bytes.clone()) {
@@ -66,7 +63,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::sync::Arc;
+
     use switchyard_api::{Message, QoS, Topic};
 
     fn delivery(payload: &'static [u8]) -> ClientMessage {

@@ -69,11 +69,7 @@ impl Egress {
             return;
         };
         let payload = match self.format {
-            Format::Json => {
-                let mut buffer = Vec::new();
-                envelope::encode(&entry.message, &name, &mut buffer);
-                Bytes::from(buffer)
-            }
+            Format::Json => envelope::encode_to_bytes(&entry.message, &name),
             _ => entry.message.payload.clone(),
         };
         let request = Request::Publish {
