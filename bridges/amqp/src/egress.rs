@@ -1,11 +1,8 @@
 //! Hub → broker: publishes the bridge's outbound queue to the exchange with publisher
 //! confirms, many in flight at once.
 //!
-//! lapin hands every publish to its own I/O thread and resolves it once the frames are on
-//! the socket. Waiting for that before publishing the next message would cost two thread
-//! hand-offs and one `write` per message; instead each publish is started (numbered and
-//! queued, in order) and left in flight with its confirm, so the I/O thread writes
-//! whatever has gathered in one go.
+//! Publishes are started without waiting for lapin to write them ([`publish::start`]), so
+//! lapin's I/O thread writes whatever has gathered in one go.
 //!
 //! Entries move from the hub's queue to [`Outbox::unsent`], then (published, awaiting the
 //! broker's confirm) to [`Outbox::in_flight`], and leave on their confirm through
@@ -25,7 +22,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::BasicReturnMessage;
@@ -35,6 +31,7 @@ use switchyard_api::{BridgeContext, BridgeError, DropReason, Outbound};
 
 use crate::config::AmqpConfig;
 use crate::format::{self, Codec};
+use crate::publish::{self, Settlement};
 use crate::topology;
 
 /// Pause after the broker refused (nacked) messages, before publishing them again.
@@ -92,10 +89,6 @@ pub async fn open(connection: &Connection, config: &AmqpConfig) -> Result<Channe
     topology::ensure_exchange(&channel, config).await?;
     Ok(channel)
 }
-
-/// One publish from its start to the broker's answer: written to the socket, then
-/// confirmed (or at once [`Confirmation::NotRequested`] without confirms).
-type Settlement = BoxFuture<'static, lapin::Result<Confirmation>>;
 
 /// Publishes one bridge's queue on one channel.
 pub struct Publisher<'a> {
@@ -205,20 +198,14 @@ impl<'a> Publisher<'a> {
             mandatory: self.config.mandatory && self.config.confirms,
             immediate: false,
         };
-        let channel = Arc::clone(&self.channel);
-        let exchange = self.config.exchange.clone();
-        let mut settlement: Settlement = Box::pin(async move {
-            channel
-                .basic_publish(exchange, routing_key, options, &body, properties)
-                .await?
-                .await
-        });
-        // The first poll numbers the publish and queues its frames, so they are written in
-        // queue order; what it then awaits (the write, the confirm) completes later.
-        if let Some(settled) = (&mut settlement).now_or_never() {
-            settlement = Box::pin(std::future::ready(settled));
-        }
-        self.settlements.push_back(settlement);
+        self.settlements.push_back(publish::start(
+            &self.channel,
+            self.config.exchange.clone(),
+            routing_key,
+            options,
+            body,
+            properties,
+        ));
     }
 
     /// Applies the broker's answer to the oldest in-flight entry.

@@ -25,6 +25,7 @@ pub mod config;
 pub mod egress;
 pub mod format;
 pub mod ingress;
+pub mod publish;
 pub mod rfc3339;
 pub mod session;
 pub mod topology;

@@ -11,7 +11,8 @@ use lapin::options::{
 };
 
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use switchyard_amqp::publish::{self, Settlement};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -19,9 +20,9 @@ use super::CONNECT_TIMEOUT;
 use crate::bench::tally::SharedTally;
 use crate::bench::BenchError;
 
-/// Confirms awaited at once; beyond this `send` waits (and the schedule falls behind,
-/// which shows as latency).
-const CONFIRMS_IN_FLIGHT: usize = 10_000;
+/// Publishes awaited at once (their writes, and their confirms at QoS 1); beyond this
+/// `send` waits (and the schedule falls behind, which shows as latency).
+const PUBLISHES_IN_FLIGHT: usize = 10_000;
 
 /// Publishes every payload to one exchange with one routing key.
 pub struct Publisher {
@@ -30,15 +31,15 @@ pub struct Publisher {
     /// Kept open for the channel's life.
     _connection: Connection,
     /// The channel published on.
-    channel: Channel,
+    channel: Arc<Channel>,
     /// The exchange.
     exchange: String,
     /// The routing key.
     key: String,
-    /// Confirms for the confirm task, at QoS 1.
-    confirms: Option<mpsc::Sender<PublisherConfirm>>,
-    /// Awaits confirms in order and counts nacks as failures; aborted on drop.
-    confirm_task: Option<JoinHandle<()>>,
+    /// Started publishes, for the settling task.
+    settlements: mpsc::Sender<Settlement>,
+    /// Awaits the publishes in order and counts failures and nacks; aborted on drop.
+    settling: JoinHandle<()>,
 }
 
 impl Publisher {
@@ -52,74 +53,65 @@ impl Publisher {
         failures: Arc<AtomicU64>,
     ) -> Result<Publisher, BenchError> {
         let (connection, channel) = open(url, server).await?;
-        let (confirms, confirm_task) = if qos > 0 {
+        if qos > 0 {
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
                 .map_err(|e| BenchError::endpoint(url, "confirm.select", e))?;
-            let (confirms, pending) = mpsc::channel(CONFIRMS_IN_FLIGHT);
-            let task = tokio::spawn(await_confirms(pending, failures, url.to_owned()));
-            (Some(confirms), Some(task))
-        } else {
-            (None, None)
-        };
+        }
+        let (settlements, started) = mpsc::channel(PUBLISHES_IN_FLIGHT);
+        let settling = tokio::spawn(settle(started, failures, url.to_owned()));
         Ok(Publisher {
             url: url.to_owned(),
             _connection: connection,
-            channel,
+            channel: Arc::new(channel),
             exchange: exchange.to_owned(),
             key: key.to_owned(),
-            confirms,
-            confirm_task,
+            settlements,
+            settling,
         })
     }
 
-    /// Publishes one message (transient, like the peers' QoS 0/1 defaults); at QoS 1
-    /// its confirm is awaited by the confirm task, not here.
+    /// Publishes one message (transient, like the peers' QoS 0/1 defaults). Returns once
+    /// lapin has queued it, as the hub's own bridge does; the settling task awaits its write
+    /// (and at QoS 1 its confirm).
     pub async fn send(&mut self, payload: Vec<u8>) -> Result<(), BenchError> {
-        let confirm = self
-            .channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                self.key.as_str().into(),
-                BasicPublishOptions::default(),
-                &payload,
-                BasicProperties::default(),
-            )
+        let settlement = publish::start(
+            &self.channel,
+            self.exchange.as_str().into(),
+            self.key.as_str().into(),
+            BasicPublishOptions::default(),
+            payload.into(),
+            BasicProperties::default(),
+        );
+        self.settlements
+            .send(settlement)
             .await
-            .map_err(|e| BenchError::endpoint(&self.url, "publish", e))?;
-        if let Some(confirms) = &self.confirms {
-            confirms
-                .send(confirm)
-                .await
-                .map_err(|_| BenchError::endpoint(&self.url, "publish", "confirm task stopped"))?;
-        }
-        Ok(())
+            .map_err(|_| BenchError::endpoint(&self.url, "publish", "settling task stopped"))
     }
 }
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        if let Some(task) = &self.confirm_task {
-            task.abort();
-        }
+        self.settling.abort();
     }
 }
 
-async fn await_confirms(
-    mut pending: mpsc::Receiver<PublisherConfirm>,
+/// Awaits started publishes in order; a failed write or a nacked confirm is a failure.
+async fn settle(
+    mut started: mpsc::Receiver<Settlement>,
     failures: Arc<AtomicU64>,
     label: String,
 ) {
-    while let Some(confirm) = pending.recv().await {
-        match confirm.await {
-            Ok(confirmation) if confirmation.is_ack() => {}
+    while let Some(settlement) = started.recv().await {
+        match settlement.await {
+            Ok(confirmation) if !confirmation.is_nack() => {}
             Ok(_) => {
                 failures.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
                 failures.fetch_add(1, Ordering::Relaxed);
-                eprintln!("switchyard bench: {label}: confirm failed: {error}");
+                eprintln!("switchyard bench: {label}: publish failed: {error}");
             }
         }
     }
