@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::rabbitmq::{unique, RABBITMQ_URL};
 use support::{free_ports, hub_command, run_with_timeout, Hub};
 
 /// Bound on one bench run: settle + 1 s of sending + drain, with room for a slow machine.
@@ -123,6 +124,21 @@ fn mqtt_to_mqtt_at_qos_0_and_1_loses_nothing() {
         let report = bench(&["--from", &url, "--to", &url, "--rate", "300", "--qos", qos]);
         assert_complete(&report, 300);
         assert_eq!(report["qos"].to_string(), qos);
+    }
+}
+
+#[test]
+fn amqp_publishes_with_and_without_confirms_lose_nothing() {
+    // The broker alone (the benchmarks' direct path): the publisher starts many publishes
+    // before lapin writes them, and they must all arrive, in order, at both QoS.
+    let url = format!(
+        "{RABBITMQ_URL}?key={}",
+        unique("bench-amqp-direct").replace('/', ".")
+    );
+    for qos in ["0", "1"] {
+        let report = bench(&["--from", &url, "--to", &url, "--rate", "2000", "--qos", qos]);
+        assert_complete(&report, 2000);
+        assert_eq!(count(&report, "reordered"), 0, "{report}");
     }
 }
 

@@ -98,11 +98,7 @@ impl Drop for Publisher {
 }
 
 /// Awaits started publishes in order; a failed write or a nacked confirm is a failure.
-async fn settle(
-    mut started: mpsc::Receiver<Settlement>,
-    failures: Arc<AtomicU64>,
-    label: String,
-) {
+async fn settle(mut started: mpsc::Receiver<Settlement>, failures: Arc<AtomicU64>, label: String) {
     while let Some(settlement) = started.recv().await {
         match settlement.await {
             Ok(confirmation) if !confirmation.is_nack() => {}
