@@ -131,10 +131,7 @@ fn mqtt_to_mqtt_at_qos_0_and_1_loses_nothing() {
 fn amqp_publishes_with_and_without_confirms_lose_nothing() {
     // The broker alone (the benchmarks' direct path): the publisher starts many publishes
     // before lapin writes them, and they must all arrive, in order, at both QoS.
-    let url = format!(
-        "{RABBITMQ_URL}?key={}",
-        unique("bench-amqp-direct").replace('/', ".")
-    );
+    let url = format!("{RABBITMQ_URL}?key={}", unique("bench-amqp-direct"));
     for qos in ["0", "1"] {
         let report = bench(&["--from", &url, "--to", &url, "--rate", "2000", "--qos", qos]);
         assert_complete(&report, 2000);
