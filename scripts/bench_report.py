@@ -70,6 +70,22 @@ def fixed_tables(results):
     return out
 
 
+def bridge_cpu_table(results):
+    """CPU time of the bridging process per message delivered, where it is a process."""
+    rows = [r for r in results if "bridge_cpu_ms" in r and r["report"]["received"]]
+    if not rows:
+        return []
+    out = ["| path | variant | QoS | size | rate/s | received | CPU ms | CPU µs per message |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        p = r["report"]
+        cpu = r["bridge_cpu_ms"]
+        out.append(f"| {r['path']} | {r['variant']} | {p['qos']} | {p['size']} B "
+                   f"| {p['rate']:.0f} | {p['received']} | {cpu} "
+                   f"| {cpu * 1000 / p['received']:.1f} |")
+    return out + [""]
+
+
 def added_latency(results, kinds):
     """p99 of the switchyard variant minus p99 of the direct path, same path/qos/size/rate."""
     direct = {}
@@ -240,6 +256,15 @@ def main():
     lines += fixed_tables(results)
     lines += ["### Latency the hub adds at the fixed rates (p99, same rate, same run)", ""]
     lines += added_latency(results, ("fixed",))
+    cpu = bridge_cpu_table(results)
+    if cpu:
+        lines += ["## CPU the bridge spends per message", "",
+                  "User + system CPU time of the process doing the bridging (the switchyard hub, "
+                  "the peer Mosquitto, fedmsg-migration-tools) over each fixed-rate run (settle "
+                  "and drain included), per message delivered. RabbitMQ's MQTT plugin runs "
+                  "inside the broker and the direct paths have no bridge, so they have no row. "
+                  "Clock ticks are 10 ms, so short runs at low rates are coarse.", ""]
+        lines += cpu
     fan = fanout_table(results)
     idle = idle_table(results)
     if fan or idle:
