@@ -57,33 +57,37 @@ pub async fn accept_loop(listener: &TcpListener, served: Arc<Served>, tracker: &
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(bridge = %ctx.name, "Cannot set TCP_NODELAY: {error}");
         }
+        // One task per transport: a TLS connection's state is about 5 KiB larger, and a
+        // task serving either would reserve that room for every plain connection too.
         if let Ok(permit) = Arc::clone(&admitted).try_acquire_owned() {
             let served = Arc::clone(&served);
-            tracker.spawn(async move {
-                match served.tls.clone() {
-                    None => connection::serve(served, stream, None).await,
-                    Some(tls) => {
-                        if let Some(accepted) = tls_handshake(&served, &tls, stream).await {
-                            let user = accepted.certificate_user;
-                            connection::serve(served, accepted.stream, user).await;
-                        }
+            match served.tls.clone() {
+                None => tracker.spawn(async move {
+                    connection::serve(served, stream, None).await;
+                    drop(permit);
+                }),
+                Some(tls) => tracker.spawn(async move {
+                    if let Some(accepted) = tls_handshake(&served, &tls, stream).await {
+                        let user = accepted.certificate_user;
+                        connection::serve(served, accepted.stream, user).await;
                     }
-                }
-                drop(permit);
-            });
+                    drop(permit);
+                }),
+            };
         } else if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
             let served = Arc::clone(&served);
-            tracker.spawn(async move {
-                match served.tls.clone() {
-                    None => connection::refuse(served, stream).await,
-                    Some(tls) => {
-                        if let Some(accepted) = tls_handshake(&served, &tls, stream).await {
-                            connection::refuse(served, accepted.stream).await;
-                        }
+            match served.tls.clone() {
+                None => tracker.spawn(async move {
+                    connection::refuse(served, stream).await;
+                    drop(permit);
+                }),
+                Some(tls) => tracker.spawn(async move {
+                    if let Some(accepted) = tls_handshake(&served, &tls, stream).await {
+                        connection::refuse(served, accepted.stream).await;
                     }
-                }
-                drop(permit);
-            });
+                    drop(permit);
+                }),
+            };
         } else {
             tracing::debug!(
                 bridge = %ctx.name,
