@@ -76,10 +76,11 @@ impl QueueParts {
     /// used is an error of its `queue.spool` key.
     fn open(plan: &BridgePlan, metrics: Arc<BridgeMetrics>) -> Result<Self, ConfigError> {
         let name = &plan.spec.name;
-        let (queue, spool) = spool::outbound_queue(name, &plan.spec.common.queue, &metrics)
-            .map_err(|error| {
-                ConfigError::at(format!("bridges.{name}.queue.spool"), error.to_string())
-            })?;
+        let (queue, spool) =
+            spool::outbound_queue(name, &plan.spec.common.queue, &plan.spec.rules, &metrics)
+                .map_err(|error| {
+                    ConfigError::at(format!("bridges.{name}.queue.spool"), error.to_string())
+                })?;
         Ok(Self {
             metrics,
             queue: Arc::new(queue),

@@ -8,6 +8,11 @@
 //! fresh file and replayed: a damaged spool never stops the hub from starting. Records
 //! whose checksum fails are skipped the same way. A file locked by another process is a
 //! configuration error, since two hubs must never share a spool.
+//!
+//! A record names the out rule that passed its message. If the bridge's `topics` changed
+//! while messages waited on disk, each record is bound again on opening: to the same rule
+//! if it still passes the message's topic, else to the first out rule that does. A message
+//! no out rule passes any more is dropped as `unroutable` and logged.
 
 mod store;
 
@@ -16,9 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use switchyard_api::record::{RecordMeta, SpooledEntry};
 use switchyard_api::settings::QueueConfig;
 use switchyard_api::{
-    record, BridgeMetrics, OutboundQueue, RecoveredEntry, SpoolSetup, SpoolStore, SpoolWindow,
+    record, BridgeMetrics, DropReason, OutboundQueue, RecoveredEntry, RuleSet, SpoolSetup,
+    SpoolStore, SpoolWindow,
 };
 use thiserror::Error;
 
@@ -69,6 +76,8 @@ pub struct OpenedSpool {
     pub path: PathBuf,
     /// What was wrong with the file as found (already logged), if anything.
     pub damage: Option<String>,
+    /// Records dropped because no out rule passes their message any more.
+    pub unroutable: u64,
 }
 
 /// What the admin endpoint shows about a bridge's spool.
@@ -80,20 +89,32 @@ pub struct SpoolInfo {
     pub damage: Option<String>,
 }
 
-/// The queue of bridge `bridge` with `queue` settings `config`: spooled in
-/// `config.spool` when set.
+/// The queue of bridge `bridge` (whose rules are `rules`) with `queue` settings `config`:
+/// spooled in `config.spool` when set.
 pub fn outbound_queue(
     bridge: &str,
     config: &QueueConfig,
+    rules: &RuleSet,
     metrics: &Arc<BridgeMetrics>,
 ) -> Result<(OutboundQueue, Option<SpoolInfo>), SpoolOpenError> {
     let limits = config.limits();
     if config.spool.is_empty() {
         return Ok((OutboundQueue::new(limits, Arc::clone(metrics)), None));
     }
-    let opened = open(Path::new(&config.spool), bridge, config.spool_window())?;
+    let opened = open(
+        Path::new(&config.spool),
+        bridge,
+        config.spool_window(),
+        rules,
+    )?;
     if let Some(damage) = &opened.damage {
         metrics.record_error(&format!("spool: {damage}"));
+    }
+    for _ in 0..opened.unroutable {
+        metrics.dropped(
+            DropReason::Unroutable,
+            "spooled before the bridge's topics changed, and no out rule passes it now",
+        );
     }
     let queue =
         OutboundQueue::with_spool(limits, Arc::clone(metrics), opened.setup).map_err(|error| {
@@ -110,8 +131,14 @@ pub fn outbound_queue(
     Ok((queue, Some(info)))
 }
 
-/// Opens bridge `bridge`'s spool in `dir` and reads the records to replay.
-pub fn open(dir: &Path, bridge: &str, window: SpoolWindow) -> Result<OpenedSpool, SpoolOpenError> {
+/// Opens bridge `bridge`'s spool in `dir` and reads the records to replay, bound to the
+/// bridge's current `rules`.
+pub fn open(
+    dir: &Path,
+    bridge: &str,
+    window: SpoolWindow,
+    rules: &RuleSet,
+) -> Result<OpenedSpool, SpoolOpenError> {
     std::fs::create_dir_all(dir).map_err(|source| SpoolOpenError::Directory {
         bridge: bridge.to_owned(),
         dir: dir.to_owned(),
@@ -166,21 +193,30 @@ pub fn open(dir: &Path, bridge: &str, window: SpoolWindow) -> Result<OpenedSpool
             (store, true)
         }
     };
-    let (recovered, stored_bytes, unreadable) = check_records(&records);
-    // A fresh file gets the readable records; a kept one loses the unreadable ones.
-    let (keep, removed): (Vec<(u64, &[u8])>, &[u64]) = if rebuilt {
+    let checked = check_records(&records, rules);
+    // A fresh file gets the records to replay; a kept one loses the others, and those bound
+    // to another rule are written again.
+    let (keep, removed): (Vec<(u64, &[u8])>, Vec<u64>) = if rebuilt {
         let keep = records
             .iter()
-            .filter(|(seq, _)| unreadable.binary_search(seq).is_err())
+            .filter(|(seq, _)| checked.replays(*seq))
+            .map(|(seq, record)| (*seq, checked.rebound_record(*seq).unwrap_or(record)))
+            .collect();
+        (keep, Vec::new())
+    } else {
+        let rewritten = checked
+            .rebound
+            .iter()
             .map(|(seq, record)| (*seq, record.as_slice()))
             .collect();
-        (keep, &[])
-    } else {
-        (Vec::new(), &unreadable)
+        let mut removed = [checked.unreadable.as_slice(), &checked.unroutable].concat();
+        removed.sort_unstable();
+        (rewritten, removed)
     };
     store
-        .commit(&keep, removed)
+        .commit(&keep, &removed)
         .map_err(|error| unusable(error.0))?;
+    let unreadable = &checked.unreadable;
     if !unreadable.is_empty() {
         let note = format!(
             "{} record(s) failed their checksum and were skipped",
@@ -191,16 +227,17 @@ pub fn open(dir: &Path, bridge: &str, window: SpoolWindow) -> Result<OpenedSpool
             None => note,
         });
     }
-    report(bridge, &path, recovered.len(), damage.as_deref());
+    report(bridge, &path, &checked, damage.as_deref());
     Ok(OpenedSpool {
         setup: SpoolSetup {
             store: Arc::new(store) as Arc<dyn SpoolStore>,
             window,
-            recovered,
-            stored_bytes,
+            recovered: checked.recovered,
+            stored_bytes: checked.stored_bytes,
         },
         path,
         damage,
+        unroutable: checked.unroutable.len() as u64,
     })
 }
 
@@ -233,25 +270,86 @@ fn salvage(aside: &Path, records: &mut Vec<(u64, Vec<u8>)>) -> &'static str {
     how
 }
 
-/// The entries to replay, their bytes on disk, and the numbers of unreadable records.
-fn check_records(records: &[(u64, Vec<u8>)]) -> (Vec<RecoveredEntry>, u64, Vec<u64>) {
-    let mut recovered = Vec::with_capacity(records.len());
-    let mut bytes = 0;
-    let mut unreadable = Vec::new();
-    for (seq, data) in records {
-        match record::decode(data) {
-            Ok(entry) => {
-                bytes += data.len() as u64;
-                recovered.push(RecoveredEntry {
-                    seq: *seq,
-                    size: entry.message.size(),
-                    qos: entry.qos,
-                });
-            }
-            Err(_) => unreadable.push(*seq),
-        }
+/// What the records found in a spool come to, by sequence number (each list in order).
+#[derive(Default)]
+struct CheckedRecords {
+    /// The entries to replay.
+    recovered: Vec<RecoveredEntry>,
+    /// Their bytes on disk (as they will be stored).
+    stored_bytes: u64,
+    /// Records that fail their checksum or cannot be decoded.
+    unreadable: Vec<u64>,
+    /// Records whose message no out rule passes any more.
+    unroutable: Vec<u64>,
+    /// Records to replay bound to another rule than they name, encoded again.
+    rebound: Vec<(u64, Vec<u8>)>,
+}
+
+impl CheckedRecords {
+    /// Whether record `seq` is replayed.
+    fn replays(&self, seq: u64) -> bool {
+        self.recovered
+            .binary_search_by_key(&seq, |entry| entry.seq)
+            .is_ok()
     }
-    (recovered, bytes, unreadable)
+
+    /// The new encoding of record `seq`, if it was bound to another rule.
+    fn rebound_record(&self, seq: u64) -> Option<&[u8]> {
+        self.rebound
+            .binary_search_by_key(&seq, |(rebound, _)| *rebound)
+            .ok()
+            .map(|index| self.rebound[index].1.as_slice())
+    }
+}
+
+/// Decodes every record and binds it to one of the bridge's current `rules`.
+fn check_records(records: &[(u64, Vec<u8>)], rules: &RuleSet) -> CheckedRecords {
+    let mut checked = CheckedRecords {
+        recovered: Vec::with_capacity(records.len()),
+        ..CheckedRecords::default()
+    };
+    for (seq, data) in records {
+        let Ok(entry) = record::decode(data) else {
+            checked.unreadable.push(*seq);
+            continue;
+        };
+        let Some(rule) = destination_rule(rules, &entry) else {
+            checked.unroutable.push(*seq);
+            continue;
+        };
+        let mut size = data.len();
+        if rule != entry.rule {
+            let mut again = Vec::with_capacity(data.len());
+            let meta = RecordMeta {
+                seq: entry.seq,
+                rule,
+                qos: entry.qos,
+                enqueued_ms: entry.enqueued_ms,
+            };
+            record::encode(&entry.message, meta, &mut again);
+            size = again.len();
+            checked.rebound.push((*seq, again));
+        }
+        checked.stored_bytes += size as u64;
+        checked.recovered.push(RecoveredEntry {
+            seq: *seq,
+            size: entry.message.size(),
+            qos: entry.qos,
+        });
+    }
+    checked
+}
+
+/// The out rule a spooled message leaves by: the one it was queued for while that still
+/// passes its topic, else the first out rule that does; `None` when none does.
+fn destination_rule(rules: &RuleSet, entry: &SpooledEntry) -> Option<usize> {
+    let topic = entry.message.topic.as_str();
+    let passes =
+        |rule: &switchyard_api::Rule| rule.direction.is_out() && rule.matches_hub_topic(topic);
+    if rules.get(entry.rule).is_some_and(passes) {
+        return Some(entry.rule);
+    }
+    rules.rules().iter().position(passes)
 }
 
 /// Renames a damaged file to `<name>.corrupt-<unix seconds>`.
@@ -266,7 +364,19 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
     Ok(aside)
 }
 
-fn report(bridge: &str, path: &Path, replay: usize, damage: Option<&str>) {
+fn report(bridge: &str, path: &Path, checked: &CheckedRecords, damage: Option<&str>) {
+    let replay = checked.recovered.len();
+    if !checked.unroutable.is_empty() || !checked.rebound.is_empty() {
+        tracing::warn!(
+            bridge,
+            "The bridge's topics changed while the spool {} held messages: {} now leave by \
+             another rule, and {} that no out rule passes any more are dropped (counted as \
+             unroutable).",
+            path.display(),
+            checked.rebound.len(),
+            checked.unroutable.len()
+        );
+    }
     if let Some(damage) = damage {
         tracing::error!(
             bridge,

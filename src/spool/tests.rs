@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use switchyard_api::settings::{ByteSize, QueueConfig};
 use switchyard_api::{
-    Ack, AckOutcome, BridgeMetrics, DropReason, Message, Outbound, OutboundQueue, Overflow, QoS,
-    Topic,
+    Ack, AckOutcome, BridgeMetrics, Direction, DropReason, Message, Naming, Outbound,
+    OutboundQueue, Overflow, QoS, Rule, RuleConfig, RuleSet, Topic,
 };
 
 use super::{outbound_queue, SpoolOpenError};
@@ -48,7 +48,7 @@ fn config(dir: &Path, max_messages: usize, memory_messages: usize) -> QueueConfi
 
 fn open(config: &QueueConfig) -> (Arc<OutboundQueue>, Arc<BridgeMetrics>) {
     let metrics = Arc::new(BridgeMetrics::new("out"));
-    let (queue, info) = outbound_queue("out", config, &metrics).unwrap();
+    let (queue, info) = outbound_queue("out", config, &rules(), &metrics).unwrap();
     assert!(info.is_some());
     (Arc::new(queue), metrics)
 }
@@ -59,6 +59,26 @@ fn message(payload: String) -> Message {
     message.id = Some(Arc::from("id"));
     message.hops = 2;
     message
+}
+
+/// Out rules over `patterns` (hub topics), in order.
+fn rules_over(patterns: &[&str]) -> RuleSet {
+    let compile = |pattern: &&str| {
+        let config = RuleConfig {
+            pattern: (*pattern).to_owned(),
+            direction: Direction::Out,
+            qos: QoS::AtLeastOnce,
+            local_prefix: String::new(),
+            remote_prefix: String::new(),
+        };
+        Rule::compile(&config, Naming::MQTT).unwrap()
+    };
+    RuleSet::new(patterns.iter().map(compile).collect())
+}
+
+/// The rules the entries were queued under: rule 3 passes their topic `a/b`.
+fn rules() -> RuleSet {
+    rules_over(&["x/#", "y/#", "z/#", "a/#"])
 }
 
 fn entry(index: usize, qos: QoS, ack: Option<Ack>) -> Outbound {
@@ -266,7 +286,7 @@ async fn a_spool_in_use_is_refused_and_a_damaged_one_is_moved_aside() {
     }
     spool_records(&queue, 30).await;
     let metrics = Arc::new(BridgeMetrics::new("out"));
-    let error = outbound_queue("out", &config, &metrics).expect_err("locked");
+    let error = outbound_queue("out", &config, &rules(), &metrics).expect_err("locked");
     assert!(matches!(error, SpoolOpenError::Locked { .. }), "{error}");
     queue.close();
     tokio::task::spawn_blocking(move || queue.persist())
@@ -282,7 +302,7 @@ async fn a_spool_in_use_is_refused_and_a_damaged_one_is_moved_aside() {
         .set_len(length / 3)
         .unwrap();
     let metrics = Arc::new(BridgeMetrics::new("out"));
-    let (queue, info) = outbound_queue("out", &config, &metrics).expect("starts anyway");
+    let (queue, info) = outbound_queue("out", &config, &rules(), &metrics).expect("starts anyway");
     let damage = info.unwrap().damage.expect("damage reported");
     assert!(damage.contains("moved to"), "{damage}");
     assert!(metrics
@@ -326,7 +346,7 @@ async fn overwritten_bytes_lose_only_the_damaged_records() {
     bytes[at..at + 3].copy_from_slice(b"XYZ");
     std::fs::write(&file, &bytes).unwrap();
     let metrics = Arc::new(BridgeMetrics::new("out"));
-    let (queue, info) = outbound_queue("out", &config, &metrics).expect("starts anyway");
+    let (queue, info) = outbound_queue("out", &config, &rules(), &metrics).expect("starts anyway");
     let damage = info.unwrap().damage.expect("damage reported");
     assert!(damage.contains("moved to"), "{damage}");
     let depth = queue.depth().0;
@@ -338,5 +358,52 @@ async fn overwritten_bytes_lose_only_the_damaged_records() {
     assert!(
         error.starts_with("spool: ") && error.contains("moved to"),
         "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_topics_bind_spooled_messages_to_a_rule_that_passes_them_or_drop_them() {
+    let dir = TempDir::new();
+    let config = config(&dir.0, 1000, 1000);
+    let spool_some = |count: usize| {
+        let config = config.clone();
+        async move {
+            let (queue, _) = open(&config);
+            for index in 0..count {
+                queue.push(entry(index, QoS::AtLeastOnce, None)).await;
+            }
+            spool_records(&queue, count as u64).await;
+            queue.close();
+            tokio::task::spawn_blocking(move || queue.persist())
+                .await
+                .unwrap();
+        }
+    };
+    // Rule 3 is gone; "a/b" now passes rule 1 only.
+    spool_some(5).await;
+    let metrics = Arc::new(BridgeMetrics::new("out"));
+    let moved = rules_over(&["x/#", "a/+"]);
+    let (queue, _) = outbound_queue("out", &config, &moved, &metrics).unwrap();
+    let entries = pop_all(&queue, 5).await;
+    assert_eq!(payloads(&entries), expected(0..5));
+    assert!(
+        entries.iter().all(|e| e.rule == 1),
+        "bound to the rule that passes a/b"
+    );
+    drop(entries);
+    drop(queue);
+    // Bound again in the file itself: the same rules find nothing to change.
+    let (queue, _) = outbound_queue("out", &config, &moved, &metrics).unwrap();
+    assert!(pop_all(&queue, 5).await.iter().all(|e| e.rule == 1));
+    drop(queue);
+
+    // No out rule passes "a/b" any more: dropped as unroutable, and deleted.
+    let elsewhere = rules_over(&["x/#"]);
+    let (queue, _) = outbound_queue("out", &config, &elsewhere, &metrics).unwrap();
+    assert_eq!(queue.depth().0, 0);
+    assert_eq!(queue.spool_depth(), Some((0, 0)));
+    assert_eq!(
+        metrics.snapshot().dropped[DropReason::Unroutable as usize],
+        5
     );
 }
