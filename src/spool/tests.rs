@@ -127,6 +127,25 @@ async fn spool_records(queue: &OutboundQueue, count: u64) {
     }
 }
 
+/// Stops `queue` as the hub does: closed, then what it holds written to its spool.
+async fn stop(queue: Arc<OutboundQueue>) {
+    queue.close();
+    tokio::task::spawn_blocking(move || queue.persist())
+        .await
+        .unwrap();
+}
+
+/// Queues `count` QoS 1 entries in the spooled queue of `config`, waits until they are on
+/// disk, and stops the queue.
+async fn spool_and_stop(config: &QueueConfig, count: usize) {
+    let (queue, _) = open(config);
+    for index in 0..count {
+        queue.push(entry(index, QoS::AtLeastOnce, None)).await;
+    }
+    spool_records(&queue, count as u64).await;
+    stop(queue).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_sources_are_acknowledged_once_on_disk_and_records_go_when_delivered() {
     let dir = TempDir::new();
@@ -203,11 +222,7 @@ async fn a_restart_replays_in_order_with_every_field_and_ttl_still_applies() {
         let mut batch = Vec::new();
         queue.pop_batch(&mut batch, 1).await;
         batch.pop().unwrap().ack.unwrap().confirm();
-        queue.close();
-        let persisting = Arc::clone(&queue);
-        tokio::task::spawn_blocking(move || persisting.persist())
-            .await
-            .unwrap();
+        stop(queue).await;
     }
     let (queue, _) = open(&config);
     assert_eq!(queue.depth().0, 9);
@@ -288,10 +303,7 @@ async fn a_spool_in_use_is_refused_and_a_damaged_one_is_moved_aside() {
     let metrics = Arc::new(BridgeMetrics::new("out"));
     let error = outbound_queue("out", &config, &rules(), &metrics).expect_err("locked");
     assert!(matches!(error, SpoolOpenError::Locked { .. }), "{error}");
-    queue.close();
-    tokio::task::spawn_blocking(move || queue.persist())
-        .await
-        .unwrap();
+    stop(queue).await;
 
     let file = dir.0.join("out.spool");
     let length = std::fs::metadata(&file).unwrap().len();
@@ -328,15 +340,7 @@ async fn a_spool_in_use_is_refused_and_a_damaged_one_is_moved_aside() {
 async fn overwritten_bytes_lose_only_the_damaged_records() {
     let dir = TempDir::new();
     let config = config(&dir.0, 1000, 1000);
-    let (queue, _) = open(&config);
-    for index in 0..30 {
-        queue.push(entry(index, QoS::AtLeastOnce, None)).await;
-    }
-    spool_records(&queue, 30).await;
-    queue.close();
-    tokio::task::spawn_blocking(move || queue.persist())
-        .await
-        .unwrap();
+    spool_and_stop(&config, 30).await;
     let file = dir.0.join("out.spool");
     let mut bytes = std::fs::read(&file).unwrap();
     let at = bytes
@@ -365,22 +369,8 @@ async fn overwritten_bytes_lose_only_the_damaged_records() {
 async fn changed_topics_bind_spooled_messages_to_a_rule_that_passes_them_or_drop_them() {
     let dir = TempDir::new();
     let config = config(&dir.0, 1000, 1000);
-    let spool_some = |count: usize| {
-        let config = config.clone();
-        async move {
-            let (queue, _) = open(&config);
-            for index in 0..count {
-                queue.push(entry(index, QoS::AtLeastOnce, None)).await;
-            }
-            spool_records(&queue, count as u64).await;
-            queue.close();
-            tokio::task::spawn_blocking(move || queue.persist())
-                .await
-                .unwrap();
-        }
-    };
     // Rule 3 is gone; "a/b" now passes rule 1 only.
-    spool_some(5).await;
+    spool_and_stop(&config, 5).await;
     let metrics = Arc::new(BridgeMetrics::new("out"));
     let moved = rules_over(&["x/#", "a/+"]);
     let (queue, _) = outbound_queue("out", &config, &moved, &metrics).unwrap();
