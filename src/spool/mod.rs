@@ -209,8 +209,7 @@ pub fn open(
             .iter()
             .map(|(seq, record)| (*seq, record.as_slice()))
             .collect();
-        let mut removed = [checked.unreadable.as_slice(), &checked.unroutable].concat();
-        removed.sort_unstable();
+        let removed = [checked.unreadable.as_slice(), &checked.unroutable].concat();
         (rewritten, removed)
     };
     store

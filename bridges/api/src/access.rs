@@ -67,6 +67,21 @@ pub enum LoginError {
     NotAuthorized,
 }
 
+/// The file at `path` (setting `key` of bridge `bridge`), read by `load` and read again on
+/// reload; `None` when the setting is empty.
+fn reloadable_file<T: Send + Sync + 'static>(
+    bridge: &str,
+    key: &'static str,
+    path: &str,
+    load: fn(&str, &str) -> Result<T, SettingError>,
+) -> Result<Option<Arc<Reloadable<T>>>, SettingError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let path = path.to_owned();
+    Reloadable::new(format!("bridges.{bridge}.{key}"), move || load(key, &path)).map(Some)
+}
+
 /// A server bridge's users, tokens, anonymous policy and ACL.
 #[derive(Debug)]
 pub struct AccessPolicy {
@@ -80,22 +95,8 @@ impl AccessPolicy {
     /// Reads the files and checks the rules.
     pub fn load(settings: AccessSettings<'_>) -> Result<Self, SettingError> {
         let bridge = settings.bridge;
-        let users = (!settings.users_file.is_empty())
-            .then(|| {
-                let path = settings.users_file.to_owned();
-                Reloadable::new(format!("bridges.{bridge}.users_file"), move || {
-                    Users::load("users_file", &path)
-                })
-            })
-            .transpose()?;
-        let tokens = (!settings.tokens_file.is_empty())
-            .then(|| {
-                let path = settings.tokens_file.to_owned();
-                Reloadable::new(format!("bridges.{bridge}.tokens_file"), move || {
-                    Tokens::load("tokens_file", &path)
-                })
-            })
-            .transpose()?;
+        let users = reloadable_file(bridge, "users_file", settings.users_file, Users::load)?;
+        let tokens = reloadable_file(bridge, "tokens_file", settings.tokens_file, Tokens::load)?;
         let acl = settings
             .acl
             .map(|rules| Acl::new("acl", rules))
