@@ -69,6 +69,17 @@ def save(fig, out, name):
     return name
 
 
+def log_bars(groups, out, name, ylabel, title):
+    """One bar per variant in each group, on a log scale; None when there is nothing."""
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 5))
+    grouped_bars(ax, groups, log=True)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return save(fig, out, name)
+
+
 def max_rates(results, out):
     groups = OrderedDict()
     for r in results:
@@ -78,13 +89,8 @@ def max_rates(results, out):
         label = f"{r['path']}\nQoS {qos}"
         groups.setdefault(label, OrderedDict())[r["variant"]] = max(
             r["report"]["max_sustainable_rate"], ZERO)
-    if not groups:
-        return None
-    fig, ax = plt.subplots(figsize=(11, 5))
-    grouped_bars(ax, groups, log=True)
-    ax.set_ylabel("messages/s (log scale)")
-    ax.set_title("Highest rate with no loss and p99 under the sweep's bound, 100 B")
-    return save(fig, out, "max-rate.png")
+    return log_bars(groups, out, "max-rate.png", "messages/s (log scale)",
+                    "Highest rate with no loss and p99 under the sweep's bound, 100 B")
 
 
 def half_latency(results, out):
@@ -97,13 +103,9 @@ def half_latency(results, out):
             continue
         label = f"{r['path']}\nQoS {p['qos']}, {p['rate']:,.0f}/s"
         groups.setdefault(label, OrderedDict())[r["variant"]] = p["latency_us"]["p99"] / 1000
-    if not groups:
-        return None
-    fig, ax = plt.subplots(figsize=(11, 5))
-    grouped_bars(ax, groups, log=True)
-    ax.set_ylabel("p99 latency, ms (log scale)")
-    ax.set_title("p99 latency at half of switchyard's maximum rate, every variant at that rate, 100 B")
-    return save(fig, out, "latency-half-max.png")
+    return log_bars(groups, out, "latency-half-max.png", "p99 latency, ms (log scale)",
+                    "p99 latency at half of switchyard's maximum rate, every variant at that "
+                    "rate, 100 B")
 
 
 def fanout(results, out):
