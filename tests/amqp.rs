@@ -577,7 +577,10 @@ local_prefix = "f/down/"
     let closed = tokio::task::spawn_blocking(move || close_connection_named(&name))
         .await
         .expect("rabbitmqctl");
-    assert_eq!(closed, 1, "exactly the hub's connection is closed");
+    assert_eq!(
+        closed, 2,
+        "exactly the hub's two connections (publishing and consuming) are closed"
+    );
 
     let to_amqp = async {
         let mut payloads = Vec::new();

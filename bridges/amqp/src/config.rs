@@ -4,16 +4,17 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
-use lapin::ExchangeKind;
 use serde::Deserialize;
 use switchyard_api::secret::resolve_password;
 use switchyard_api::settings::{parse_settings, ConfigDuration};
 use switchyard_api::tls::TlsSettings;
+use switchyard_api::tls_client::client_config;
 use switchyard_api::SettingError;
 
 /// The broker a bridge connects to when `url` is not set: a local RabbitMQ with its
@@ -164,12 +165,16 @@ impl Default for QueueSettings {
 pub struct AmqpConfig {
     /// The parsed broker address, with vhost and heartbeat applied.
     pub uri: AMQPUri,
-    /// CA bundle and client identity, read from their files.
+    /// CA bundle and client identity, read from their files, for the consuming
+    /// connection (lapin).
     pub tls: OwnedTLSConfig,
+    /// The same as a rustls configuration, for the publishing connection; set for
+    /// `amqps://` only.
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
     /// The exchange's name.
     pub exchange: ShortString,
-    /// The exchange's type.
-    pub exchange_kind: ExchangeKind,
+    /// The exchange's type (`topic`, `direct`, `fanout`, `headers` or a plugin's).
+    pub exchange_type: ShortString,
     /// Whether to declare the exchange.
     pub declare_exchange: bool,
     /// The queue of `in` rules.
@@ -254,18 +259,16 @@ impl AmqpSettings {
             ));
         }
         let exchange = short_string("exchange", &self.exchange)?;
-        let exchange_kind = match self.exchange_type.as_str() {
-            "topic" => ExchangeKind::Topic,
-            "direct" => ExchangeKind::Direct,
-            "fanout" => ExchangeKind::Fanout,
-            "headers" => ExchangeKind::Headers,
-            "" => {
-                return Err(SettingError::new(
-                    "exchange_type",
-                    "expected topic, direct, fanout, headers or a plugin's type",
-                ))
-            }
-            custom => ExchangeKind::Custom(custom.to_owned()),
+        if self.exchange_type.is_empty() {
+            return Err(SettingError::new(
+                "exchange_type",
+                "expected topic, direct, fanout, headers or a plugin's type",
+            ));
+        }
+        let exchange_type = short_string("exchange_type", &self.exchange_type)?;
+        let tls_client = match uri.scheme {
+            AMQPScheme::AMQPS => Some(Arc::new(client_config(&self.tls)?)),
+            AMQPScheme::AMQP => None,
         };
         if self.declare_exchange && self.exchange.is_empty() {
             return Err(SettingError::new(
@@ -294,8 +297,9 @@ impl AmqpSettings {
         Ok(AmqpConfig {
             uri,
             tls,
+            tls_client,
             exchange,
-            exchange_kind,
+            exchange_type,
             declare_exchange: self.declare_exchange,
             queue,
             prefetch: self.prefetch,
@@ -397,7 +401,8 @@ mod tests {
         assert_eq!(config.uri.vhost, "/");
         assert_eq!(config.uri.query.heartbeat, Some(30));
         assert_eq!(config.exchange.as_str(), "amq.topic");
-        assert_eq!(config.exchange_kind, ExchangeKind::Topic);
+        assert_eq!(config.exchange_type.as_str(), "topic");
+        assert!(config.tls_client.is_none());
         assert!(!config.declare_exchange);
         assert_eq!(config.prefetch, 256);
         assert!(config.confirms && config.persistent && config.mandatory);
@@ -436,10 +441,7 @@ mod tests {
         assert_eq!(config.uri.authority.port, 5673);
         assert_eq!(config.uri.vhost, "other");
         assert_eq!(config.uri.query.heartbeat, Some(5));
-        assert_eq!(
-            config.exchange_kind,
-            ExchangeKind::Custom("x-delayed-message".into())
-        );
+        assert_eq!(config.exchange_type.as_str(), "x-delayed-message");
         let arguments = config.queue.arguments.inner();
         assert_eq!(
             arguments.get("x-queue-type"),

@@ -1,4 +1,5 @@
-//! switchyard's AMQP 0-9-1 adapter (RabbitMQ), on lapin: the `amqp` bridge type.
+//! switchyard's AMQP 0-9-1 adapter (RabbitMQ): the `amqp` bridge type. It publishes on a
+//! connection of its own ([`link`], on amq-protocol's codec) and consumes with lapin.
 //!
 //! `in` rules consume one queue, bound to the exchange with one binding key per rule, and
 //! acknowledge a delivery only when every destination took the message. `out` rules
@@ -14,7 +15,8 @@
 //!
 //! # Layout
 //! - [`config`]: the settings, their defaults and their validation.
-//! - [`session`]: opening, watching and closing the connection.
+//! - [`link`]: the publishing connection, driven by the publishing task itself.
+//! - [`session`]: opening, watching and closing the consuming connection (lapin).
 //! - [`topology`]: the exchange, the queue and its bindings.
 //! - [`format`]: AMQP content ↔ `Message` in the `raw`, `json` and `fedora-messaging`
 //!   formats, with [`rfc3339`] for fedora-messaging's `sent-at`.
@@ -25,7 +27,7 @@ pub mod config;
 pub mod egress;
 pub mod format;
 pub mod ingress;
-pub mod publish;
+pub mod link;
 pub mod rfc3339;
 pub mod session;
 pub mod topology;
@@ -42,6 +44,7 @@ use crate::config::AmqpConfig;
 use crate::egress::{Outbox, Publisher};
 use crate::format::Codec;
 use crate::ingress::Ingress;
+use crate::link::Link;
 
 /// The `amqp` bridge type.
 #[derive(Debug, Clone, Copy, Default)]
@@ -104,16 +107,34 @@ impl Bridge for AmqpBridge {
 }
 
 impl AmqpBridge {
-    /// One connection's life: connect, declare, move messages until the connection fails
-    /// or the hub stops.
+    /// One connection's life: connect, declare, move messages until a connection fails
+    /// or the hub stops. Publishing (`out` rules) and consuming (`in` rules) each have
+    /// a connection of their own, as RabbitMQ advises: a broker that blocks publishers
+    /// does not stall the consumer that could relieve it.
     async fn serve(&self, ctx: BridgeContext) -> Result<(), BridgeError> {
         let name = self.config.connection_name(&ctx.hub_name, &ctx.name);
-        let connection = session::connect(&self.config, &name).await?;
-        let events = connection.events_listener();
+        let publishes = ctx.rules.rules().iter().any(|rule| rule.direction.is_out());
+        let mut link = match publishes {
+            true => Some(egress::open(&self.config, &name).await?),
+            false => None,
+        };
+        let connection = match ctx.rules.has_inbound() {
+            true => match session::connect(&self.config, &name).await {
+                Ok(connection) => Some(connection),
+                Err(error) => {
+                    if let Some(link) = link {
+                        link.close("switchyard is reconnecting").await;
+                    }
+                    return Err(error);
+                }
+            },
+            false => None,
+        };
+        let events = connection.as_ref().map(lapin::Connection::events_listener);
         // Outside `attach`, so that it survives `attach` being dropped on a failure.
         let mut outbox = Outbox::default();
         let outcome = tokio::select! {
-            result = self.attach(&connection, &ctx, &mut outbox) => result,
+            result = self.attach(link.as_mut(), connection.as_ref(), &ctx, &mut outbox) => result,
             error = session::failed(events) => Err(error),
         };
         outbox.requeue(&ctx);
@@ -121,15 +142,21 @@ impl AmqpBridge {
             Ok(()) => "switchyard is stopping",
             Err(_) => "switchyard is reconnecting",
         };
-        session::close(&connection, reason).await;
+        if let Some(link) = link {
+            link.close(reason).await;
+        }
+        if let Some(connection) = connection {
+            session::close(&connection, reason).await;
+        }
         outcome
     }
 
-    /// Declares the topology, reports the bridge up, and runs both directions; messages
-    /// taken from the queue and not yet confirmed wait in `outbox`.
+    /// Declares the consuming side's topology, reports the bridge up, and runs both
+    /// directions; messages taken from the queue and not yet confirmed wait in `outbox`.
     async fn attach(
         &self,
-        connection: &lapin::Connection,
+        link: Option<&mut Link>,
+        connection: Option<&lapin::Connection>,
         ctx: &BridgeContext,
         outbox: &mut Outbox,
     ) -> Result<(), BridgeError> {
@@ -138,14 +165,9 @@ impl AmqpBridge {
             Arc::clone(&ctx.hub_name),
             self.config.persistent,
         );
-        let publishes = ctx.rules.rules().iter().any(|rule| rule.direction.is_out());
-        let publishing = match publishes {
-            true => Some(egress::open(connection, &self.config).await?),
-            false => None,
-        };
-        let consuming = match ctx.rules.has_inbound() {
-            true => Some(ingress::open(connection, &self.config, ctx).await?),
-            false => None,
+        let consuming = match connection {
+            Some(connection) => Some(ingress::open(connection, &self.config, ctx).await?),
+            None => None,
         };
         ctx.metrics.set_up(true);
         tracing::info!(
@@ -154,10 +176,11 @@ impl AmqpBridge {
             session::describe(&self.config)
         );
         let egress = async {
-            match publishing {
-                Some(channel) => {
-                    let mut publisher = Publisher::new(channel, ctx, &self.config, codec.clone());
-                    publisher.run(outbox).await
+            match link {
+                Some(link) => {
+                    Publisher::new(link, ctx, &self.config, codec.clone())
+                        .run(outbox)
+                        .await
                 }
                 None => {
                     ctx.shutdown.cancelled().await;

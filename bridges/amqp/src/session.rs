@@ -1,5 +1,5 @@
-//! One connection to the broker: opening it (bounded in time), noticing when it fails,
-//! and closing it politely.
+//! The consuming connection (lapin): opening it (bounded in time), noticing when it fails,
+//! and closing it politely. The publishing connection is a [`crate::link::Link`].
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use crate::config::AmqpConfig;
 
 /// How long TCP, TLS and the AMQP handshake may take before the attempt counts as failed
 /// (the hub then retries with backoff).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a clean close may wait for the broker's `connection.close-ok`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,22 +50,18 @@ pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, Brid
 }
 
 /// Resolves with the connection's first error (lost socket, missed heartbeats, closed by
-/// the broker). Subscribe right after connecting: lapin only reports to live listeners.
-pub async fn failed(events: impl futures_util::Stream<Item = Event>) -> BridgeError {
+/// the broker); never without a connection. Subscribe right after connecting: lapin only
+/// reports to live listeners.
+pub async fn failed(events: Option<impl futures_util::Stream<Item = Event>>) -> BridgeError {
+    let Some(events) = events else {
+        return std::future::pending().await;
+    };
     futures_util::pin_mut!(events);
+    // Flow control (`connection.blocked`) concerns publishing connections; this one only
+    // consumes.
     while let Some(event) = events.next().await {
-        match event {
-            Event::Error(error) => {
-                return BridgeError::Protocol(format!("the connection failed: {error}"))
-            }
-            Event::ConnectionBlocked(reason) => tracing::warn!(
-                "The broker blocked publishing on this connection ({reason}); messages wait \
-                 in the bridge's queue until it unblocks."
-            ),
-            Event::ConnectionUnblocked => {
-                tracing::info!("The broker unblocked publishing on this connection.")
-            }
-            _ => {}
+        if let Event::Error(error) = event {
+            return BridgeError::Protocol(format!("the connection failed: {error}"));
         }
     }
     BridgeError::Protocol("the connection's event stream ended".to_owned())

@@ -4,15 +4,16 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::Channel;
+use lapin::{Channel, ExchangeKind};
 use switchyard_api::subscription::amqp_binding_key;
 use switchyard_api::{BridgeError, RuleSet};
 
 use crate::config::AmqpConfig;
+use crate::link::Link;
 
-/// Declares (or checks) the exchange: a durable declaration when `declare_exchange` is
-/// set, otherwise a passive one that fails with a clear message when it is missing. The
-/// default exchange (`""`) always exists.
+/// Declares (or checks) the exchange on the consuming connection: a durable declaration
+/// when `declare_exchange` is set, otherwise a passive one that fails with a clear message
+/// when it is missing. The default exchange (`""`) always exists.
 pub async fn ensure_exchange(channel: &Channel, config: &AmqpConfig) -> Result<(), BridgeError> {
     if config.exchange.as_str().is_empty() {
         return Ok(());
@@ -25,22 +26,43 @@ pub async fn ensure_exchange(channel: &Channel, config: &AmqpConfig) -> Result<(
     channel
         .exchange_declare(
             config.exchange.clone(),
-            config.exchange_kind.clone(),
+            ExchangeKind::Custom(config.exchange_type.to_string()),
             options,
             FieldTable::default(),
         )
         .await
-        .map_err(|error| {
-            let hint = if config.declare_exchange {
-                "check that the existing exchange has the same type and durability"
-            } else {
-                "create it, or set declare_exchange = true"
-            };
-            BridgeError::Protocol(format!(
-                "exchange {:?}: {error} ({hint})",
-                config.exchange.as_str()
-            ))
-        })
+        .map_err(|error| exchange_refused(config, error))
+}
+
+/// Declares (or checks) the exchange on the publishing connection, as [`ensure_exchange`]
+/// does on the consuming one.
+pub async fn ensure_exchange_for_publishing(
+    link: &mut Link,
+    config: &AmqpConfig,
+) -> Result<(), BridgeError> {
+    if config.exchange.as_str().is_empty() {
+        return Ok(());
+    }
+    link.declare_exchange(
+        config.exchange.as_str(),
+        config.exchange_type.as_str(),
+        !config.declare_exchange,
+    )
+    .await
+    .map_err(|error| exchange_refused(config, error))
+}
+
+/// The broker's refusal of the exchange declaration, with what to do about it.
+fn exchange_refused(config: &AmqpConfig, error: impl std::fmt::Display) -> BridgeError {
+    let hint = if config.declare_exchange {
+        "check that the existing exchange has the same type and durability"
+    } else {
+        "create it, or set declare_exchange = true"
+    };
+    BridgeError::Protocol(format!(
+        "exchange {:?}: {error} ({hint})",
+        config.exchange.as_str()
+    ))
 }
 
 /// The binding keys of the `in` rules, without repeats, in rule order.

@@ -46,6 +46,7 @@ pub mod spool;
 pub mod subscription;
 pub mod telemetry;
 pub mod tls;
+pub mod tls_client;
 pub mod topic;
 pub mod trie;
 pub mod users;

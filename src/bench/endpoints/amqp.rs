@@ -1,18 +1,19 @@
-//! AMQP 0-9-1 (lapin): publish to an exchange with a routing key (publisher confirms at
-//! QoS 1), or receive through a server-named, exclusive queue bound with the key.
+//! AMQP 0-9-1: publish to an exchange with a routing key (publisher confirms at QoS 1) on
+//! the hub's own publishing connection ([`Link`]), or receive through a server-named,
+//! exclusive queue bound with the key (lapin).
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use switchyard_amqp::publish::{self, Settlement};
+use switchyard_amqp::link::confirms::ConfirmWindow;
+use switchyard_amqp::link::frames::Publish;
+use switchyard_amqp::link::{Event, Link, LinkSettings};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -20,30 +21,23 @@ use super::CONNECT_TIMEOUT;
 use crate::bench::tally::SharedTally;
 use crate::bench::BenchError;
 
-/// Publishes awaited at once (their writes, and their confirms at QoS 1); beyond this
-/// `send` waits (and the schedule falls behind, which shows as latency).
+/// Publishes unconfirmed at once (at QoS 1); beyond this `send` waits (and the schedule
+/// falls behind, which shows as latency).
 const PUBLISHES_IN_FLIGHT: usize = 10_000;
 
 /// Publishes every payload to one exchange with one routing key.
 pub struct Publisher {
     /// The endpoint's URL, for messages.
     url: String,
-    /// Kept open for the channel's life.
-    _connection: Connection,
-    /// The channel published on.
-    channel: Arc<Channel>,
-    /// The exchange.
-    exchange: String,
-    /// The routing key.
-    key: String,
-    /// Started publishes, for the settling task.
-    settlements: mpsc::Sender<Settlement>,
-    /// Awaits the publishes in order and counts failures and nacks; aborted on drop.
-    settling: JoinHandle<()>,
+    /// Payloads for the publishing task.
+    payloads: mpsc::Sender<Vec<u8>>,
+    /// Owns the connection: writes what `send` hands it in batches, reads confirms, and
+    /// counts failures and nacks; aborted on drop.
+    publishing: JoinHandle<()>,
 }
 
 impl Publisher {
-    /// Connects and opens a channel, with publisher confirms when `qos` is 1.
+    /// Connects, with publisher confirms when `qos` is 1.
     pub async fn connect(
         url: &str,
         server: &str,
@@ -52,65 +46,127 @@ impl Publisher {
         qos: u8,
         failures: Arc<AtomicU64>,
     ) -> Result<Publisher, BenchError> {
-        let (connection, channel) = open(url, server).await?;
-        if qos > 0 {
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| BenchError::endpoint(url, "confirm.select", e))?;
-        }
-        let (settlements, started) = mpsc::channel(PUBLISHES_IN_FLIGHT);
-        let settling = tokio::spawn(settle(started, failures, url.to_owned()));
-        Ok(Publisher {
-            url: url.to_owned(),
-            _connection: connection,
-            channel: Arc::new(channel),
+        let uri = lapin::uri::AMQPUri::from_str(server)
+            .map_err(|e| BenchError::endpoint(url, "url", e))?;
+        let settings = LinkSettings {
+            uri,
+            tls: None,
+            name: "switchyard bench".to_owned(),
+            confirms: qos > 0,
+        };
+        let link = tokio::time::timeout(CONNECT_TIMEOUT, Link::open(&settings))
+            .await
+            .map_err(|_| BenchError::endpoint(url, "connect", "no answer in time"))?
+            .map_err(|e| BenchError::endpoint(url, "connect", e))?;
+        let (payloads, received) = mpsc::channel(PUBLISHES_IN_FLIGHT);
+        let target = Target {
             exchange: exchange.to_owned(),
             key: key.to_owned(),
-            settlements,
-            settling,
+            label: url.to_owned(),
+        };
+        let publishing = tokio::spawn(publish(link, received, target, failures));
+        Ok(Publisher {
+            url: url.to_owned(),
+            payloads,
+            publishing,
         })
     }
 
-    /// Publishes one message (transient, like the peers' QoS 0/1 defaults). Returns once
-    /// lapin has queued it, as the hub's own bridge does; the settling task awaits its write
-    /// (and at QoS 1 its confirm).
+    /// Hands one message (transient, like the peers' QoS 0/1 defaults) to the publishing
+    /// task, which writes whatever has gathered in one go, as the hub's own bridge does.
     pub async fn send(&mut self, payload: Vec<u8>) -> Result<(), BenchError> {
-        let settlement = publish::start(
-            &self.channel,
-            self.exchange.as_str().into(),
-            self.key.as_str().into(),
-            BasicPublishOptions::default(),
-            payload.into(),
-            BasicProperties::default(),
-        );
-        self.settlements
-            .send(settlement)
+        self.payloads
+            .send(payload)
             .await
-            .map_err(|_| BenchError::endpoint(&self.url, "publish", "settling task stopped"))
+            .map_err(|_| BenchError::endpoint(&self.url, "publish", "the connection failed"))
     }
 }
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        self.settling.abort();
+        self.publishing.abort();
     }
 }
 
-/// Awaits started publishes in order; a failed write or a nacked confirm is a failure.
-async fn settle(mut started: mpsc::Receiver<Settlement>, failures: Arc<AtomicU64>, label: String) {
-    while let Some(settlement) = started.recv().await {
-        match settlement.await {
-            Ok(confirmation) if !confirmation.is_nack() => {}
-            Ok(_) => {
-                failures.fetch_add(1, Ordering::Relaxed);
+/// Where the publishing task publishes.
+struct Target {
+    /// The exchange.
+    exchange: String,
+    /// The routing key.
+    key: String,
+    /// The endpoint's URL, for messages.
+    label: String,
+}
+
+/// The publishing task: publishes what arrives, up to [`PUBLISHES_IN_FLIGHT`]
+/// unconfirmed; a nack or a failed connection counts as failures.
+async fn publish(
+    mut link: Link,
+    mut payloads: mpsc::Receiver<Vec<u8>>,
+    target: Target,
+    failures: Arc<AtomicU64>,
+) {
+    let mut unconfirmed = ConfirmWindow::default();
+    let mut batch = Vec::new();
+    let tick = link
+        .heartbeat()
+        .map_or(Duration::from_secs(3600), |interval| interval / 2);
+    let mut keep_alive = tokio::time::interval(tick);
+    let failed = loop {
+        let room = PUBLISHES_IN_FLIGHT.saturating_sub(unconfirmed.len());
+        tokio::select! {
+            biased;
+            event = link.next_event() => match event {
+                Ok(Event::Ack { tag, multiple }) => unconfirmed.settle(tag, multiple, drop),
+                Ok(Event::Nack { tag, multiple }) => unconfirmed.settle(tag, multiple, |()| {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }),
+                Ok(_) => {}
+                Err(error) => break error,
+            },
+            received = payloads.recv_many(&mut batch, room), if room > 0 => {
+                if received == 0 {
+                    return;
+                }
+                if let Err(error) = publish_batch(&mut link, &mut batch, &target, &mut unconfirmed).await {
+                    break error;
+                }
             }
-            Err(error) => {
-                failures.fetch_add(1, Ordering::Relaxed);
-                eprintln!("switchyard bench: {label}: publish failed: {error}");
+            _ = keep_alive.tick() => {
+                if let Err(error) = link.keep_alive() {
+                    break error;
+                }
             }
         }
+    };
+    let lost = unconfirmed.drain().count() + batch.len();
+    failures.fetch_add(lost as u64 + 1, Ordering::Relaxed);
+    eprintln!(
+        "switchyard bench: {}: publish failed: {failed}",
+        target.label
+    );
+}
+
+/// Encodes `batch` and writes it in one go; without confirms, written is done.
+async fn publish_batch(
+    link: &mut Link,
+    batch: &mut Vec<Vec<u8>>,
+    target: &Target,
+    unconfirmed: &mut ConfirmWindow<()>,
+) -> Result<(), switchyard_api::BridgeError> {
+    for payload in batch.drain(..) {
+        link.publish(Publish {
+            exchange: &target.exchange,
+            routing_key: &target.key,
+            mandatory: false,
+            properties: BasicProperties::default(),
+            body: &payload,
+        })?;
+        if link.confirms() {
+            unconfirmed.push(());
+        }
     }
+    link.flush().await
 }
 
 /// Declares a server-named exclusive queue, binds it with `key`, and records every
