@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::mqtt::MqttClient;
 use support::redis::RedisServer;
 use support::tls::Certificates;
-use support::{free_ports, hub_with_broker, poll, poll_async, Hub, TestDir};
+use support::{free_ports, hub_with_broker, poll, Hub, TestDir};
 
 /// How long a test waits for something it polls.
 const WAIT: Duration = Duration::from_secs(30);
@@ -48,30 +48,10 @@ qos = 1
     )
 }
 
-/// Waits until `/api/bridges` reports bridge `name` down with an error; returns it.
-async fn last_error(hub: &Hub, name: &str) -> String {
-    let found = poll_async(BRIDGE_TIMEOUT, || async {
-        let (status, body) = hub.http_get_async("/api/bridges").await;
-        let bridges: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("{status} {body}: {e}"))?;
-        let entry = bridges
-            .as_array()
-            .and_then(|list| list.iter().find(|bridge| bridge["name"] == name))
-            .ok_or_else(|| format!("no bridge {name} in {body}"))?;
-        match (entry["state"].as_str(), entry["last_error"].as_str()) {
-            (Some("down"), Some(error)) => Ok(error.to_owned()),
-            _ => Err(format!("last answer: {entry}")),
-        }
-    });
-    found.await.unwrap_or_else(|last| {
-        panic!("bridge {name} reported no error within {BRIDGE_TIMEOUT:?}; {last}")
-    })
-}
-
 /// Checks that bridge `name` stays down: its error satisfies `expected` (described by
 /// `what`), `switchyard_bridge_up` is 0 and `/readyz` names it.
 async fn assert_down(hub: &Hub, name: &str, what: &str, expected: impl Fn(&str) -> bool) {
-    let error = last_error(hub, name).await;
+    let error = hub.wait_for_bridge_error(name, "", BRIDGE_TIMEOUT).await;
     assert!(expected(&error), "{name}: the error {what}: {error}");
     assert_eq!(
         hub.metric_async(&format!(r#"switchyard_bridge_up{{bridge="{name}"}}"#))

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::mqtt::MqttClient;
 use support::tls::Certificates;
-use support::{free_ports, hub_with_broker, poll_async, wait_for_port, Hub, Mosquitto};
+use support::{free_ports, hub_with_broker, wait_for_port, Hub, Mosquitto};
 
 /// How long a bridge may take to connect, or to report why it cannot.
 const BRIDGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -123,26 +123,6 @@ async fn messages_cross_both_ways(remote: &Mosquitto, url: &str, extra: &str) {
     );
 }
 
-/// Waits until `/api/bridges` reports an error for bridge `name`; returns it.
-async fn last_error(hub: &Hub, name: &str) -> String {
-    let found = poll_async(BRIDGE_TIMEOUT, || async {
-        let (status, body) = hub.http_get_async("/api/bridges").await;
-        let bridges: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("{status} {body}: {e}"))?;
-        let entry = bridges
-            .as_array()
-            .and_then(|list| list.iter().find(|bridge| bridge["name"] == name))
-            .ok_or_else(|| format!("no bridge {name} in {body}"))?;
-        match (entry["state"].as_str(), entry["last_error"].as_str()) {
-            (Some("down"), Some(error)) => Ok(error.to_owned()),
-            _ => Err(format!("last answer: {entry}")),
-        }
-    });
-    found.await.unwrap_or_else(|last| {
-        panic!("bridge {name} reported no error within {BRIDGE_TIMEOUT:?}; {last}")
-    })
-}
-
 #[tokio::test]
 async fn mqtts_with_the_test_ca_carries_messages_both_ways() {
     let certificates = Certificates::generate();
@@ -213,7 +193,7 @@ async fn an_untrusted_or_misnamed_certificate_keeps_the_bridge_down() {
     let hub = Hub::start_unready(&hub_config(admin, local, &bridges), admin);
 
     for name in ["wrong_ca", "wrong_name"] {
-        let error = last_error(&hub, name).await;
+        let error = hub.wait_for_bridge_error(name, "", BRIDGE_TIMEOUT).await;
         assert!(
             error.contains("certificate"),
             "{name}: the error names the certificate: {error}"
@@ -224,7 +204,9 @@ async fn an_untrusted_or_misnamed_certificate_keeps_the_bridge_down() {
         );
     }
     // Mosquitto refuses the connection with a "certificate required" alert.
-    let error = last_error(&hub, "no_client_cert").await;
+    let error = hub
+        .wait_for_bridge_error("no_client_cert", "", BRIDGE_TIMEOUT)
+        .await;
     assert!(
         error.to_lowercase().contains("certificate"),
         "the error names the missing certificate: {error}"

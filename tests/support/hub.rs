@@ -325,6 +325,44 @@ impl Hub {
         })
     }
 
+    /// Bridge `name`'s entry in `/api/bridges`.
+    pub async fn bridge_status(&self, name: &str) -> Result<serde_json::Value, String> {
+        let (status, body) = self.http_get_async("/api/bridges").await;
+        let bridges: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("{status} {body}: {e}"))?;
+        bridges
+            .as_array()
+            .and_then(|list| list.iter().find(|bridge| bridge["name"] == name))
+            .cloned()
+            .ok_or_else(|| format!("no bridge {name} in {body}"))
+    }
+
+    /// Waits until `/api/bridges` reports bridge `name` down with an error containing
+    /// `expected` (ignoring case; `""` takes the first error); returns the error. Panics
+    /// after `timeout` with the last entry seen.
+    pub async fn wait_for_bridge_error(
+        &self,
+        name: &str,
+        expected: &str,
+        timeout: Duration,
+    ) -> String {
+        let expected = expected.to_lowercase();
+        let found = poll_async(timeout, || async {
+            let entry = self.bridge_status(name).await?;
+            match (entry["state"].as_str(), entry["last_error"].as_str()) {
+                (Some("down"), Some(error)) if error.to_lowercase().contains(&expected) => {
+                    Ok(error.to_owned())
+                }
+                _ => Err(format!("last answer: {entry}")),
+            }
+        });
+        let error = found.await.unwrap_or_else(|last| {
+            panic!("bridge {name} reported no error with {expected:?} within {timeout:?}; {last}")
+        });
+        println!("{name} is down: {error}");
+        error
+    }
+
     /// Waits until `GET path` answers `status`; returns the body. Panics after `timeout`.
     pub fn wait_for_http(&self, path: &str, status: u16, timeout: Duration) -> String {
         let found = poll(timeout, || match self.try_http_get(path) {

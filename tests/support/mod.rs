@@ -19,6 +19,8 @@
 //!   `redis-cli` and redis-py clients.
 //! - [`rabbitmq`]: [`rabbitmq::Rabbit`], a lapin client of the shared RabbitMQ, and
 //!   `rabbitmqctl` helpers (queue counts, closing one named connection).
+//! - [`rabbitmq_node`]: [`rabbitmq_node::RabbitNode`], a private RabbitMQ node with its own
+//!   ports and configuration (a TLS listener), stopped on drop.
 //!
 //! Tests never skip silently: a missing tool panics with the command that installs it
 //! (`scripts/test`). Every wait is bounded, and the panic says what was awaited.
@@ -37,6 +39,7 @@ pub mod mqtt;
 pub mod process;
 pub mod proxy;
 pub mod rabbitmq;
+pub mod rabbitmq_node;
 pub mod redis;
 pub mod tls;
 

@@ -42,12 +42,17 @@ pub struct Rabbit {
 impl Rabbit {
     /// Connects to the shared broker; a missing broker fails the test (never a skip).
     pub async fn connect() -> Rabbit {
-        let connecting = Connection::connect(RABBITMQ_URL, ConnectionProperties::default());
+        Rabbit::connect_to(RABBITMQ_URL).await
+    }
+
+    /// Connects to the broker at `url` (e.g. a private node's).
+    pub async fn connect_to(url: &str) -> Rabbit {
+        let connecting = Connection::connect(url, ConnectionProperties::default());
         let connection = tokio::time::timeout(AMQP_TIMEOUT, connecting)
             .await
             .expect("RabbitMQ answers within the timeout")
             .unwrap_or_else(|e| {
-                panic!("RabbitMQ is not reachable at {RABBITMQ_URL}: {e}; run scripts/test, which starts it")
+                panic!("RabbitMQ is not reachable at {url}: {e}; run scripts/test, which starts it")
             });
         let channel = connection.create_channel().await.expect("open a channel");
         channel

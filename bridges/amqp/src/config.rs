@@ -7,7 +7,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use serde::Deserialize;
@@ -116,7 +115,8 @@ pub struct AmqpSettings {
     #[serde(default = "yes")]
     pub persistent: bool,
     /// Publish with the `mandatory` flag, so the broker returns a message no queue is
-    /// bound for and the bridge counts it instead of losing it silently.
+    /// bound for and the bridge counts it instead of losing it silently. Only with
+    /// `confirms`: the confirm that follows a return tells which message it was.
     #[serde(default = "yes")]
     pub mandatory: bool,
     /// The connection's name in the broker (`rabbitmqctl list_connections
@@ -165,11 +165,8 @@ impl Default for QueueSettings {
 pub struct AmqpConfig {
     /// The parsed broker address, with vhost and heartbeat applied.
     pub uri: AMQPUri,
-    /// CA bundle and client identity, read from their files, for the consuming
-    /// connection (lapin).
-    pub tls: OwnedTLSConfig,
-    /// The same as a rustls configuration, for the publishing connection; set for
-    /// `amqps://` only.
+    /// The TLS client configuration of both connections (trusted authorities, client
+    /// certificate, expected server name); set for `amqps://` only.
     pub tls_client: Option<Arc<rustls::ClientConfig>>,
     /// The exchange's name.
     pub exchange: ShortString,
@@ -251,11 +248,11 @@ impl AmqpSettings {
             ));
         }
         uri.query.heartbeat = Some(heartbeat as u16);
-        let tls = tls_config(&self.tls)?;
-        if uri.scheme == AMQPScheme::AMQP && (tls.identity.is_some() || tls.cert_chain.is_some()) {
+        self.tls.load()?;
+        if uri.scheme == AMQPScheme::AMQP && self.tls.is_set() {
             return Err(SettingError::new(
                 "tls",
-                "TLS files are set but the url is amqp://; use amqps:// to connect with TLS",
+                "set, but the url is amqp://; use amqps:// to connect with TLS",
             ));
         }
         let exchange = short_string("exchange", &self.exchange)?;
@@ -296,7 +293,6 @@ impl AmqpSettings {
         }
         Ok(AmqpConfig {
             uri,
-            tls,
             tls_client,
             exchange,
             exchange_type,
@@ -310,27 +306,6 @@ impl AmqpSettings {
             connection_name: self.connection_name,
         })
     }
-}
-
-/// The checked `tls` files as lapin takes them. lapin checks the certificate against the
-/// URL's host only, so `server_name` is refused.
-fn tls_config(settings: &TlsSettings) -> Result<OwnedTLSConfig, SettingError> {
-    settings.refuse_server_name()?;
-    let files = settings.load()?;
-    let cert_chain = files
-        .ca
-        .map(|pem| {
-            String::from_utf8(pem)
-                .map_err(|_| SettingError::new("tls.ca", "the PEM file is not UTF-8"))
-        })
-        .transpose()?;
-    Ok(OwnedTLSConfig {
-        identity: files.identity.map(|identity| OwnedIdentity::PKCS8 {
-            pem: identity.cert_chain,
-            key: identity.key,
-        }),
-        cert_chain,
-    })
 }
 
 /// `url` without its password, for messages.

@@ -87,18 +87,7 @@ pub async fn open(config: &AmqpConfig, name: &str) -> Result<Link, BridgeError> 
         topology::ensure_exchange_for_publishing(&mut link, config).await?;
         Ok::<_, BridgeError>(link)
     };
-    match tokio::time::timeout(session::CONNECT_TIMEOUT, opening).await {
-        Ok(Ok(link)) => Ok(link),
-        Ok(Err(error)) => Err(BridgeError::Protocol(format!(
-            "publishing connection to {}: {error}",
-            session::describe(config)
-        ))),
-        Err(_) => Err(BridgeError::Protocol(format!(
-            "publishing connection to {}: no answer within {:?}",
-            session::describe(config),
-            session::CONNECT_TIMEOUT
-        ))),
-    }
+    session::bounded("publishing connection to", config, opening).await
 }
 
 /// Publishes one bridge's queue on one link.

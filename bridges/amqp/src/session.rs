@@ -1,9 +1,12 @@
 //! The consuming connection (lapin): opening it (bounded in time), noticing when it fails,
 //! and closing it politely. The publishing connection is a [`crate::link::Link`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::tcp::{AMQPUriTcpExt, RustlsConnector};
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties, Event};
 use switchyard_api::BridgeError;
 
@@ -11,7 +14,7 @@ use crate::config::AmqpConfig;
 
 /// How long TCP, TLS and the AMQP handshake may take before the attempt counts as failed
 /// (the hub then retries with backoff).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a clean close may wait for the broker's `connection.close-ok`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,25 +28,49 @@ pub fn describe(config: &AmqpConfig) -> String {
     )
 }
 
-/// Opens a connection named `name` (shown by `rabbitmqctl list_connections`).
+/// Opens a connection named `name` (shown by `rabbitmqctl list_connections`). For
+/// `amqps://` the TLS handshake uses the bridge's own rustls configuration, the one the
+/// publishing connection uses, so `tls.ca` replaces the system's authorities instead of
+/// adding to them (as lapin's default TLS setup would).
 pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection, BridgeError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     let runtime = lapin::runtime::default_runtime()
         .map_err(|error| BridgeError::Protocol(format!("no async runtime for lapin: {error}")))?;
-    let attempt = Connection::connect_uri_with_config(
-        config.uri.clone(),
-        properties,
-        config.tls.clone(),
-        runtime,
-    );
+    let tls = config.tls_client.clone();
+    let open_stream = async move |mut uri: AMQPUri, runtime| {
+        let secure = uri.scheme == AMQPScheme::AMQPS;
+        uri.scheme = AMQPScheme::AMQP;
+        let stream = uri.connect_async(&runtime).await?;
+        match (secure, &tls) {
+            (true, Some(tls)) => {
+                let connector = RustlsConnector::from(Arc::clone(tls));
+                Ok(stream.into_rustls(&connector, &uri.authority.host).await?)
+            }
+            (true, None) => Err(lapin::Error::from(std::io::Error::other(
+                "amqps:// without a TLS configuration",
+            ))),
+            (false, _) => Ok(stream),
+        }
+    };
+    let attempt = Connection::connector(config.uri.clone(), runtime, open_stream, properties);
+    bounded("connect to", config, attempt).await
+}
+
+/// Runs a connection attempt within [`CONNECT_TIMEOUT`]; its error starts with `what` and
+/// the broker's address.
+pub async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    config: &AmqpConfig,
+    attempt: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, BridgeError> {
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok(connection)) => Ok(connection),
+        Ok(Ok(connected)) => Ok(connected),
         Ok(Err(error)) => Err(BridgeError::Protocol(format!(
-            "connect to {}: {error}",
+            "{what} {}: {error}",
             describe(config)
         ))),
         Err(_) => Err(BridgeError::Protocol(format!(
-            "connect to {}: no answer within {CONNECT_TIMEOUT:?}",
+            "{what} {}: no answer within {CONNECT_TIMEOUT:?}",
             describe(config)
         ))),
     }

@@ -27,6 +27,8 @@ pub const FRAME_OVERHEAD: usize = FRAME_HEADER_SIZE + 1;
 const BASIC_CLASS: u16 = 60;
 /// Method id of `basic.publish`.
 const PUBLISH_METHOD: u16 = 40;
+/// The least room a read gets: confirms are 21-byte frames, so one read takes hundreds.
+pub const READ_SIZE: usize = 16 * 1024;
 /// The protocol header a client opens with: "AMQP", 0, then version 0-9-1.
 const PROTOCOL_HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
 
@@ -170,7 +172,7 @@ impl FrameReader {
     /// A reader accepting frames of up to `frame_max` bytes.
     pub fn new(frame_max: usize) -> Self {
         Self {
-            buffer: BytesMut::with_capacity(64 * 1024),
+            buffer: BytesMut::with_capacity(READ_SIZE),
             frame_max,
         }
     }
@@ -180,8 +182,9 @@ impl FrameReader {
         self.frame_max = frame_max;
     }
 
-    /// Where the next read puts its bytes.
+    /// Where the next read puts its bytes, with room for at least [`READ_SIZE`] more.
     pub fn buffer(&mut self) -> &mut BytesMut {
+        self.buffer.reserve(READ_SIZE);
         &mut self.buffer
     }
 

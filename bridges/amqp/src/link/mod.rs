@@ -246,7 +246,13 @@ impl Link {
         if self.outgoing.is_empty() {
             return Ok(());
         }
-        let write = self.stream.write_all(self.outgoing.bytes());
+        // TLS streams hold written bytes until flushed; TCP's flush does nothing.
+        let stream = &mut self.stream;
+        let bytes = self.outgoing.bytes();
+        let write = async move {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
         let written = match self.heartbeat {
             Some(interval) => tokio::time::timeout(interval * 2, write)
                 .await
@@ -351,9 +357,18 @@ impl Link {
         let uri = &settings.uri;
         self.outgoing.protocol_header();
         self.flush().await?;
-        let start = match self.next_method(0).await? {
-            AMQPClass::Connection(connection::AMQPMethod::Start(start)) => start,
-            other => return Err(unexpected("connection.start", &other)),
+        let start = match self.next_method(0).await {
+            Ok(AMQPClass::Connection(connection::AMQPMethod::Start(start))) => start,
+            Ok(other) => return Err(unexpected("connection.start", &other)),
+            Err(error) if settings.tls.is_some() => {
+                // With TLS 1.3 a broker that requires a client certificate refuses it
+                // after the handshake, and its close can overtake its alert.
+                return Err(BridgeError::Protocol(format!(
+                    "{error} (before the broker's greeting: if it requires a client \
+                     certificate, set tls.cert and tls.key)"
+                )));
+            }
+            Err(error) => return Err(error),
         };
         let mechanism = uri.query.auth_mechanism.unwrap_or_default();
         let offered = String::from_utf8_lossy(start.mechanisms.as_bytes()).into_owned();
