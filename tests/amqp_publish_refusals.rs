@@ -132,6 +132,24 @@ fn first_occurrences(received: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// Waits for bridge `rabbit`'s error about `exchange`: it names the exchange and holds
+/// every one of `says` (the broker's reason and the hint); then checks that the bridge
+/// stays down while the hub stays up.
+async fn assert_exchange_refused(hub: &Hub, exchange: &str, says: &[&str]) {
+    let error = hub.wait_for_bridge_error("rabbit", "", AMQP_TIMEOUT).await;
+    assert!(
+        error.contains(exchange),
+        "the error names the exchange: {error}"
+    );
+    for expected in says {
+        assert!(
+            error.contains(expected),
+            "the error says {expected:?}: {error}"
+        );
+    }
+    assert_down_but_hub_up(hub).await;
+}
+
 /// Polls `/api/bridges` until `messages` messages wait in bridge `rabbit`'s queue.
 async fn wait_queued(hub: &Hub, messages: u64) {
     let found = poll_async(AMQP_TIMEOUT, || async {
@@ -321,16 +339,7 @@ async fn a_missing_exchange_keeps_the_bridge_down_until_it_is_declared() {
     let rabbit = Rabbit::connect().await;
     let (hub, mqtt) = start_hub("missing", &exchange, "declare_exchange = false", false);
 
-    let error = hub.wait_for_bridge_error("rabbit", "", AMQP_TIMEOUT).await;
-    assert!(
-        error.contains(&exchange),
-        "the error names the exchange: {error}"
-    );
-    assert!(
-        error.contains("NOT_FOUND") && error.contains("declare_exchange"),
-        "the error says the exchange is missing and what to do: {error}"
-    );
-    assert_down_but_hub_up(&hub).await;
+    assert_exchange_refused(&hub, &exchange, &["NOT_FOUND", "declare_exchange"]).await;
     let _while_down = publish_numbers(mqtt, "missing-early", [0]).await;
     wait_queued(&hub, 1).await;
 
@@ -379,19 +388,7 @@ async fn a_wrong_password_keeps_the_bridge_down_and_out_of_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_confirms_messages_still_arrive() {
-    const MESSAGES: usize = 50;
-    let (exchange, queue) = (unique("noconfirm.x"), unique("noconfirm.q"));
-    let rabbit = Rabbit::connect().await;
-    rabbit.exchange(&exchange).await;
-    let mut consumer = rabbit.consume(&queue, &exchange, &["out.#"]).await;
-    let (hub, mqtt) = start_hub("noconfirm", &exchange, "confirms = false", true);
-
-    let _publisher = publish_numbers(mqtt, "noconfirm-publisher", 0..MESSAGES).await;
-    let received = receive_numbers(&mut consumer, MESSAGES).await;
-    assert_eq!(received, (0..MESSAGES).collect::<Vec<_>>());
-    hub.wait_for_metric_async(SENT, |n| n == MESSAGES as f64, AMQP_TIMEOUT)
-        .await;
-    rabbit.delete(&[&exchange], &[&queue]).await;
+    arrive_in_order("noconfirm", "confirms = false", 50).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,16 +437,7 @@ async fn an_exchange_of_another_type_is_reported_not_redeclared() {
     .await;
     let (hub, _mqtt) = start_hub("mismatch", &exchange, "declare_exchange = true", false);
 
-    let error = hub.wait_for_bridge_error("rabbit", "", AMQP_TIMEOUT).await;
-    assert!(
-        error.contains(&exchange),
-        "the error names the exchange: {error}"
-    );
-    assert!(
-        error.contains("PRECONDITION_FAILED") && error.contains("same type"),
-        "the error says the type differs and what to check: {error}"
-    );
-    assert_down_but_hub_up(&hub).await;
+    assert_exchange_refused(&hub, &exchange, &["PRECONDITION_FAILED", "same type"]).await;
     // Declaring it again as it was succeeds only if the hub left it a fanout exchange.
     declare_exchange(
         &rabbit,
@@ -463,17 +451,22 @@ async fn an_exchange_of_another_type_is_reported_not_redeclared() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_confirm_in_flight_keeps_every_message_in_order() {
-    const MESSAGES: usize = 200;
-    let (exchange, queue) = (unique("inflight.x"), unique("inflight.q"));
+    arrive_in_order("inflight", "max_in_flight = 1", 200).await;
+}
+
+/// A bridge with `setting` publishes `messages` messages; all arrive exactly in order and
+/// are counted as sent.
+async fn arrive_in_order(test: &str, setting: &str, messages: usize) {
+    let (exchange, queue) = (unique(&format!("{test}.x")), unique(&format!("{test}.q")));
     let rabbit = Rabbit::connect().await;
     rabbit.exchange(&exchange).await;
     let mut consumer = rabbit.consume(&queue, &exchange, &["out.#"]).await;
-    let (hub, mqtt) = start_hub("inflight", &exchange, "max_in_flight = 1", true);
+    let (hub, mqtt) = start_hub(test, &exchange, setting, true);
 
-    let _publisher = publish_numbers(mqtt, "inflight-publisher", 0..MESSAGES).await;
-    let received = receive_numbers(&mut consumer, MESSAGES).await;
-    assert_eq!(received, (0..MESSAGES).collect::<Vec<_>>());
-    hub.wait_for_metric_async(SENT, |n| n == MESSAGES as f64, AMQP_TIMEOUT)
+    let _publisher = publish_numbers(mqtt, &format!("{test}-publisher"), 0..messages).await;
+    let received = receive_numbers(&mut consumer, messages).await;
+    assert_eq!(received, (0..messages).collect::<Vec<_>>());
+    hub.wait_for_metric_async(SENT, |n| n == messages as f64, AMQP_TIMEOUT)
         .await;
     rabbit.delete(&[&exchange], &[&queue]).await;
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use support::mqtt::MqttClient;
 use support::rabbitmq::{next_delivery, Rabbit};
 use support::rabbitmq_node::RabbitNode;
-use support::tls::Certificates;
+use support::tls::{tls_setting, Certificates};
 use support::{free_port, free_ports, hub_with_broker, Hub};
 
 /// The exchange every bridge here publishes to and binds to (declared by the bridges and
@@ -68,15 +68,6 @@ impl TlsBroker {
         rabbit.exchange(EXCHANGE).await;
         rabbit
     }
-}
-
-/// `tls = { ... }` with the given keys and file paths.
-fn tls_setting(pairs: &[(&str, &str)]) -> String {
-    let keys: Vec<String> = pairs
-        .iter()
-        .map(|(key, value)| format!("{key} = \"{value}\""))
-        .collect();
-    format!("tls = {{ {} }}", keys.join(", "))
 }
 
 /// An `amqp` bridge `name` to `url` with `tls` (a `tls_setting`), publishing `out/#` when

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::mqtt::MqttClient;
 use support::redis::RedisServer;
-use support::tls::Certificates;
+use support::tls::{tls_setting, Certificates};
 use support::{free_ports, hub_with_broker, poll, Hub, TestDir};
 
 /// How long a test waits for something it polls.
@@ -239,15 +239,6 @@ fn tls_redis(certificates: &Certificates, clients_must_present: bool) -> RedisSe
         "--tls-auth-clients",
         auth_clients,
     ])
-}
-
-/// `tls = { ... }` with the given keys and values.
-fn tls_setting(pairs: &[(&str, &str)]) -> String {
-    let keys: Vec<String> = pairs
-        .iter()
-        .map(|(key, value)| format!("{key} = \"{value}\""))
-        .collect();
-    format!("tls = {{ {} }}", keys.join(", "))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

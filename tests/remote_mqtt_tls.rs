@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::mqtt::MqttClient;
-use support::tls::Certificates;
+use support::tls::{tls_setting, Certificates};
 use support::{free_ports, hub_with_broker, wait_for_port, Hub, Mosquitto};
 
 /// How long a bridge may take to connect, or to report why it cannot.
@@ -64,15 +64,6 @@ direction = "both"
 qos = 1
 "##
     )
-}
-
-/// `tls = { ... }` with the given keys and values.
-fn tls_setting(pairs: &[(&str, &str)]) -> String {
-    let keys: Vec<String> = pairs
-        .iter()
-        .map(|(key, value)| format!("{key} = \"{value}\""))
-        .collect();
-    format!("tls = {{ {} }}", keys.join(", "))
 }
 
 /// Starts a hub whose bridge `central` connects to `remote` by `url`, and checks that

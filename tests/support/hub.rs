@@ -28,7 +28,9 @@ use std::{env, thread};
 
 use super::http;
 use super::metrics;
-use super::process::{poll, poll_async, run_with_timeout, send_signal, wait_timeout, TestDir};
+use super::process::{
+    poll, poll_async, print_log_tail, run_with_timeout, send_signal, wait_timeout, TestDir,
+};
 
 /// How long a hub may take to answer `/readyz` (or `/healthz`) after it is started.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -529,14 +531,8 @@ impl Drop for Hub {
             let _ = child.wait();
         }
         if thread::panicking() {
-            let logs = self.logs();
-            let lines: Vec<&str> = logs.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_LINES_ON_FAILURE)..];
-            eprintln!(
-                "---- hub log ({}) ----\n{}",
-                self.log_path.display(),
-                tail.join("\n")
-            );
+            let title = format!("hub log ({})", self.log_path.display());
+            print_log_tail(&title, &self.logs(), LOG_LINES_ON_FAILURE);
         }
     }
 }

@@ -168,6 +168,13 @@ pub fn send_signal(child: &Child, signal: libc::c_int) {
     }
 }
 
+/// Prints the last `lines` lines of `logs` under a `title` line, for a failed test.
+pub fn print_log_tail(title: &str, logs: &str, lines: usize) {
+    let all: Vec<&str> = logs.lines().collect();
+    let tail = &all[all.len().saturating_sub(lines)..];
+    eprintln!("---- {title} ----\n{}", tail.join("\n"));
+}
+
 /// Whether this process runs as root (Mosquitto drops privileges then, unless told not to).
 pub fn is_root() -> bool {
     // SAFETY: geteuid(2) takes nothing and cannot fail.

@@ -20,8 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::process::{
-    free_ports, is_root, poll, require_command, run_with_timeout, send_signal, wait_timeout,
-    TestDir,
+    free_ports, is_root, poll, print_log_tail, require_command, run_with_timeout, send_signal,
+    wait_timeout, TestDir,
 };
 use super::tls::Certificates;
 
@@ -337,15 +337,12 @@ impl Drop for RabbitNode {
             }
         }
         if thread::panicking() {
-            let logs = self.logs();
-            let lines: Vec<&str> = logs.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_LINES_ON_FAILURE)..];
-            eprintln!(
-                "---- RabbitMQ node {} log ({}) ----\n{}",
+            let title = format!(
+                "RabbitMQ node {} log ({})",
                 self.name,
-                self.log_path.display(),
-                tail.join("\n")
+                self.log_path.display()
             );
+            print_log_tail(&title, &self.logs(), LOG_LINES_ON_FAILURE);
         }
     }
 }

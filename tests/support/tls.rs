@@ -7,6 +7,16 @@ use std::time::Duration;
 
 use super::process::{require_command, run_with_timeout, TestDir};
 
+/// `tls = { ... }` with the given keys and values (file paths, `server_name`), for a
+/// bridge's TOML table.
+pub fn tls_setting(pairs: &[(&str, &str)]) -> String {
+    let keys: Vec<String> = pairs
+        .iter()
+        .map(|(key, value)| format!("{key} = \"{value}\""))
+        .collect();
+    format!("tls = {{ {} }}", keys.join(", "))
+}
+
 /// How long one `openssl` invocation may take.
 const OPENSSL_TIMEOUT: Duration = Duration::from_secs(30);
 
