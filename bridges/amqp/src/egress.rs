@@ -37,6 +37,10 @@ pub const NACK_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How long a stopping bridge waits for the confirms of messages already published.
 const SHUTDOWN_CONFIRM_WAIT: Duration = Duration::from_secs(3);
 
+/// Most bytes encoded ahead of the socket: beyond this the publisher waits for the writes
+/// (and reads confirms meanwhile) before taking more from the queue.
+const ROUND_BYTES: usize = 1024 * 1024;
+
 /// How often heartbeats are checked when the broker turned them off (never needed then,
 /// but the loop's timer needs a period).
 const NO_HEARTBEAT_TICK: Duration = Duration::from_secs(3600);
@@ -146,11 +150,7 @@ impl<'a> Publisher<'a> {
             if accepting {
                 self.publish_unsent(outbox)?;
             }
-            tokio::select! {
-                written = self.link.flush() => written?,
-                () = self.ctx.shutdown.cancelled() => return Ok(()),
-            }
-            if !self.config.confirms {
+            if !self.config.confirms && self.link.unwritten() == 0 {
                 self.settle_written(outbox);
             }
             let room = match accepting {
@@ -175,9 +175,12 @@ impl<'a> Publisher<'a> {
         }
     }
 
-    /// Encodes unsent entries into the link's buffer, up to `max_in_flight` unconfirmed.
+    /// Encodes unsent entries into the link's buffer, up to `max_in_flight` unconfirmed
+    /// and [`ROUND_BYTES`] unwritten.
     fn publish_unsent(&mut self, outbox: &mut Outbox) -> Result<(), BridgeError> {
-        while outbox.in_flight.len() < self.config.max_in_flight {
+        while outbox.in_flight.len() < self.config.max_in_flight
+            && self.link.unwritten() < ROUND_BYTES
+        {
             let Some(entry) = outbox.unsent.pop_front() else {
                 break;
             };
@@ -244,6 +247,8 @@ impl<'a> Publisher<'a> {
                     "The broker unblocked publishing on this connection."
                 );
             }
+            // The loop above takes more from the queue, or settles without confirms.
+            Event::Written => {}
         }
     }
 

@@ -384,6 +384,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
             }
             self.input.reserve(self.read_size);
             let can_read = self.ingress.pending() < max_pending;
+            if !can_read {
+                // The client waits for acknowledgements (its PINGREQs wait unread behind
+                // its publishes): the time the server does not read is not the client's
+                // silence.
+                deadline = self.keep_alive.map(|limit| Instant::now() + limit);
+            }
             let can_take = self.egress.can_take();
             let expiry = deadline.unwrap_or_else(Instant::now);
             tokio::select! {
@@ -420,7 +426,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     }
                     None => return Ending::Shutdown,
                 },
-                () = sleep_until(expiry), if deadline.is_some() => return Ending::KeepAliveExpired,
+                () = sleep_until(expiry), if deadline.is_some() && can_read => {
+                    return Ending::KeepAliveExpired
+                }
             }
         }
     }

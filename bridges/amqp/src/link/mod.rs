@@ -19,7 +19,9 @@ pub mod confirms;
 pub mod frames;
 pub mod transport;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use amq_protocol::auth::Credentials;
@@ -28,7 +30,8 @@ use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, AMQP
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use rustls::ClientConfig;
 use switchyard_api::BridgeError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWrite;
+use tokio_util::io::poll_read_buf;
 
 use self::frames::{FrameBuffer, FrameReader, Publish};
 use self::transport::Stream;
@@ -97,6 +100,8 @@ pub enum Event {
     Blocked(String),
     /// `connection.unblocked`.
     Unblocked,
+    /// Every outgoing frame is written: room for more.
+    Written,
 }
 
 /// Returned messages as they arrive: `basic.return`, then a content header and body
@@ -139,6 +144,12 @@ pub struct Link {
     reader: FrameReader,
     /// Outgoing frames not written yet.
     outgoing: FrameBuffer,
+    /// How many bytes of `outgoing` are written already.
+    written: usize,
+    /// Whether the stream holds written bytes it must still be told to flush (TLS).
+    needs_flush: bool,
+    /// Whether the broker blocked publishing (`connection.blocked`, until `unblocked`).
+    blocked: bool,
     /// The negotiated largest frame.
     frame_max: usize,
     /// The negotiated heartbeat interval; `None` when off.
@@ -174,6 +185,9 @@ impl Link {
             stream,
             reader: FrameReader::new(HANDSHAKE_FRAME_MAX),
             outgoing: FrameBuffer::default(),
+            written: 0,
+            needs_flush: false,
+            blocked: false,
             frame_max: HANDSHAKE_FRAME_MAX,
             heartbeat: None,
             last_read: now,
@@ -240,40 +254,21 @@ impl Link {
         self.outgoing.publish(CHANNEL, self.frame_max, publish)
     }
 
-    /// Writes the outgoing frames, failing after two heartbeat intervals without progress
-    /// (a broker that stopped reading and stopped answering).
+    /// Outgoing bytes not written yet.
+    pub fn unwritten(&self) -> usize {
+        self.outgoing.bytes().len() - self.written
+    }
+
+    /// Writes every outgoing frame (used where nothing else needs the socket meanwhile:
+    /// the handshake, closing, the load generator).
     pub async fn flush(&mut self) -> Result<(), BridgeError> {
-        if self.outgoing.is_empty() {
-            return Ok(());
-        }
-        // TLS streams hold written bytes until flushed; TCP's flush does nothing.
-        let stream = &mut self.stream;
-        let bytes = self.outgoing.bytes();
-        let write = async move {
-            stream.write_all(bytes).await?;
-            stream.flush().await
-        };
-        let written = match self.heartbeat {
-            Some(interval) => tokio::time::timeout(interval * 2, write)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!(
-                            "no progress for {:?} (two heartbeat intervals)",
-                            interval * 2
-                        ),
-                    ))
-                }),
-            None => write.await,
-        };
-        written.map_err(|source| BridgeError::Io {
-            context: "write to the broker".to_owned(),
-            source,
-        })?;
-        self.outgoing.clear();
-        self.last_write = Instant::now();
-        Ok(())
+        std::future::poll_fn(|cx| {
+            while self.wants_write() {
+                std::task::ready!(self.poll_write(cx))?;
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
     }
 
     /// Keeps heartbeats going: fails when nothing arrived for two intervals, and queues a
@@ -289,14 +284,25 @@ impl Link {
                 self.last_read.elapsed()
             )));
         }
+        // A blocked broker stops reading on purpose; otherwise bytes that do not leave
+        // mean a broker that no longer reads.
+        if self.wants_write() && !self.blocked && self.last_write.elapsed() > interval * 2 {
+            return Err(BridgeError::Protocol(format!(
+                "the broker took none of our bytes for {:?} (two heartbeat intervals) without \
+                 blocking the connection: it stopped reading",
+                self.last_write.elapsed()
+            )));
+        }
         if self.last_write.elapsed() >= interval / 2 && self.outgoing.is_empty() {
             self.outgoing.heartbeat();
         }
         Ok(())
     }
 
-    /// The next thing the broker tells the publisher. Cancel-safe: a partly read frame
-    /// stays buffered for the next call.
+    /// Writes the outgoing frames and reads what the broker sends, both as the socket
+    /// allows, until there is something to tell: what the broker said, or that everything
+    /// is written. Cancel-safe: partly written frames and partly read ones stay where they
+    /// are for the next call.
     pub async fn next_event(&mut self) -> Result<Event, BridgeError> {
         loop {
             while let Some(frame) = self.reader.next_frame()? {
@@ -304,7 +310,18 @@ impl Link {
                     return Ok(event);
                 }
             }
-            self.read().await?;
+            let wrote_all = std::future::poll_fn(|cx| {
+                if self.wants_write() {
+                    if let Poll::Ready(written) = self.poll_write(cx) {
+                        return Poll::Ready(written.map(|()| !self.wants_write()));
+                    }
+                }
+                self.poll_read(cx).map_ok(|()| false)
+            })
+            .await?;
+            if wrote_all {
+                return Ok(Event::Written);
+            }
         }
     }
 
@@ -467,21 +484,64 @@ impl Link {
 
     /// Reads more bytes; the end of the stream is an error.
     async fn read(&mut self) -> Result<(), BridgeError> {
-        let read = self
-            .stream
-            .read_buf(self.reader.buffer())
-            .await
-            .map_err(|source| BridgeError::Io {
+        std::future::poll_fn(|cx| self.poll_read(cx)).await
+    }
+
+    /// Whether outgoing bytes wait to be written or flushed.
+    fn wants_write(&self) -> bool {
+        self.unwritten() > 0 || self.needs_flush
+    }
+
+    /// Reads what the socket has; the end of the stream is an error.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BridgeError>> {
+        let read = std::task::ready!(poll_read_buf(
+            Pin::new(&mut self.stream),
+            cx,
+            self.reader.buffer()
+        ));
+        Poll::Ready(match read {
+            Ok(0) => Err(BridgeError::Protocol(
+                "the broker closed the connection without a reason (end of stream)".to_owned(),
+            )),
+            Ok(_) => {
+                self.last_read = Instant::now();
+                Ok(())
+            }
+            Err(source) => Err(BridgeError::Io {
                 context: "read from the broker".to_owned(),
                 source,
-            })?;
-        if read == 0 {
-            return Err(BridgeError::Protocol(
-                "the broker closed the connection without a reason (end of stream)".to_owned(),
-            ));
+            }),
+        })
+    }
+
+    /// Writes what the socket takes of the outgoing frames, then flushes the stream (TLS
+    /// holds written bytes until flushed; for TCP flushing does nothing).
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BridgeError>> {
+        let failed = |source| BridgeError::Io {
+            context: "write to the broker".to_owned(),
+            source,
+        };
+        if self.unwritten() > 0 {
+            let bytes = &self.outgoing.bytes()[self.written..];
+            let count = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, bytes))
+                .map_err(failed)?;
+            if count == 0 {
+                return Poll::Ready(Err(failed(std::io::ErrorKind::WriteZero.into())));
+            }
+            self.written += count;
+            self.last_write = Instant::now();
+            if self.unwritten() == 0 {
+                self.outgoing.clear();
+                self.written = 0;
+                self.needs_flush = true;
+            }
+            return Poll::Ready(Ok(()));
         }
-        self.last_read = Instant::now();
-        Ok(())
+        if self.needs_flush {
+            std::task::ready!(Pin::new(&mut self.stream).poll_flush(cx)).map_err(failed)?;
+            self.needs_flush = false;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Applies one incoming frame: an event for the publisher, nothing, or the error of a
@@ -551,9 +611,13 @@ impl Link {
     ) -> Result<Option<Event>, BridgeError> {
         match method {
             connection::AMQPMethod::Blocked(blocked) => {
+                self.blocked = true;
                 Ok(Some(Event::Blocked(blocked.reason.to_string())))
             }
-            connection::AMQPMethod::Unblocked(_) => Ok(Some(Event::Unblocked)),
+            connection::AMQPMethod::Unblocked(_) => {
+                self.blocked = false;
+                Ok(Some(Event::Unblocked))
+            }
             connection::AMQPMethod::Close(close) => {
                 let close_ok = connection::AMQPMethod::CloseOk(connection::CloseOk {});
                 self.outgoing.method(0, AMQPClass::Connection(close_ok))?;
