@@ -92,12 +92,21 @@ impl RawClient {
     }
 
     async fn connect_with(stream: std::io::Result<TcpStream>, client_id: &str) -> RawClient {
+        RawClient::connect_keeping_alive(stream, client_id, 0).await
+    }
+
+    /// Connects and sends CONNECT asking for a keepalive of `keep_alive` seconds.
+    async fn connect_keeping_alive(
+        stream: std::io::Result<TcpStream>,
+        client_id: &str,
+        keep_alive: u16,
+    ) -> RawClient {
         let mut client = RawClient {
             stream: stream.expect("connect to the broker"),
             input: BytesMut::new(),
         };
         let mut connect = rumqttc::Connect::new(client_id);
-        connect.keep_alive = 0;
+        connect.keep_alive = keep_alive;
         client.send(rumqttc::Packet::Connect(connect)).await;
         client
     }
@@ -746,4 +755,76 @@ async fn a_slow_consumer_is_disconnected_when_configured() {
         .wait_for_metric_async(CONNECTIONS, |open| open == 2.0, WAIT)
         .await;
     broker.assert_up().await;
+}
+
+/// A client whose QoS 1 publishes wait for a stalled destination is held back: the server
+/// stops reading it once `max_inflight` acknowledgements are pending. The client then
+/// waits for PUBACKs, and its keepalive must not run out meanwhile (it did: the server
+/// ended such sessions after 1.5 keepalives). Here the destination is a Mosquitto behind
+/// a paused proxy; once the proxy resumes, every publish is acknowledged.
+#[tokio::test]
+async fn a_client_held_back_by_a_stalled_destination_keeps_its_session() {
+    const PUBLISHES: u16 = 6;
+    const KEEP_ALIVE_SECONDS: u16 = 1;
+    let central = support::Mosquitto::start();
+    let [admin, tcp, proxy_port] = free_ports::<3>();
+    let proxy = support::proxy::TcpProxy::start(proxy_port, central.addr());
+    let config = format!(
+        r##"
+        [admin]
+        listen = "127.0.0.1:{admin}"
+        [bridges.mqtt]
+        type = "mqtt-server"
+        listen = "127.0.0.1:{tcp}"
+        max_inflight = 2
+        [[bridges.mqtt.topics]]
+        pattern = "held/#"
+        direction = "in"
+        qos = 1
+        [bridges.central]
+        type = "mqtt"
+        url = "mqtt://127.0.0.1:{proxy_port}"
+        [[bridges.central.topics]]
+        pattern = "held/#"
+        direction = "out"
+        qos = 1
+        "##
+    );
+    let hub = Hub::start(&config, admin);
+    proxy.pause();
+
+    let stream = TcpStream::connect(("127.0.0.1", tcp)).await;
+    let mut client =
+        RawClient::connect_keeping_alive(stream, "held-back", KEEP_ALIVE_SECONDS).await;
+    assert_eq!(client.connack().await, rumqttc::ConnectReturnCode::Success);
+    for pkid in 1..=PUBLISHES {
+        let mut publish =
+            rumqttc::Publish::new("held/x", rumqttc::QoS::AtLeastOnce, vec![pkid as u8]);
+        publish.pkid = pkid;
+        client.send(rumqttc::Packet::Publish(publish)).await;
+    }
+    // Three keepalives of silence from the client while it waits: the session must
+    // outlast them (before the fix it ended after 1.5). Nothing may arrive meanwhile.
+    let held = Duration::from_secs(3 * u64::from(KEEP_ALIVE_SECONDS));
+    let early = timeout(held, client.read()).await;
+    assert!(
+        early.is_err(),
+        "nothing arrives while the destination stalls, and the session stays: {early:?}"
+    );
+
+    proxy.resume();
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < usize::from(PUBLISHES) {
+        match client.read().await {
+            Some(rumqttc::Packet::PubAck(ack)) => acknowledged.push(ack.pkid),
+            other => panic!("expected PUBACK, got {other:?} after {acknowledged:?}"),
+        }
+    }
+    acknowledged.sort_unstable();
+    assert_eq!(acknowledged, (1..=PUBLISHES).collect::<Vec<_>>());
+    assert_eq!(
+        hub.metric_async(r#"switchyard_messages_sent_total{bridge="central"}"#)
+            .await,
+        Some(f64::from(PUBLISHES))
+    );
 }
