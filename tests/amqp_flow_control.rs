@@ -26,6 +26,14 @@
 //! MQTT subscriber while the published messages still wait. The test's own AMQP
 //! connections have fixed roles for the same reason: `observer` declares and consumes
 //! only, `feeder` publishes, and only before the alarm.
+//!
+//! The second test has the bridge connect during the alarm with a backlog far larger than
+//! what its publisher encodes ahead of the socket (1 MiB): it blocks the connection with a
+//! series of large messages the same way, then closes the publishing connection on the
+//! broker (`rabbitmqctl close_connection`). The new connection must take the broker's
+//! `connection.blocked` while it writes, and wait: a publisher that only writes would
+//! fill the socket, never read the block, and after two heartbeat intervals take the
+//! broker for dead and reconnect, again and again for as long as the alarm lasts.
 
 mod support;
 
@@ -75,14 +83,58 @@ const CONSUMING: &str = "lapin";
 /// Messages sent each way before the alarm.
 const BASELINE: usize = 5;
 
-/// MQTT messages sent while the alarm is on (the trigger and the ones that wait).
-const BLOCKED: usize = 200;
+/// MQTT messages published to `out/flow/<tag>` while the alarm is on: the first (the
+/// trigger) blocks the publishing connection, the rest wait in the hub.
+struct Series {
+    /// Names the series in its topic and payloads.
+    tag: &'static str,
+    /// How many messages.
+    count: usize,
+    /// Each payload's size: its tag and index, padded with dots.
+    size: usize,
+}
+
+/// The first test's series: small messages, more than the MQTT server's default
+/// `max_inflight`.
+const BLOCKED: Series = Series {
+    tag: "blocked",
+    count: 200,
+    size: 0,
+};
+
+/// The second test's backlog: 400 × 64 KiB, about 26 MB, far over the 1 MiB the publisher
+/// encodes ahead of the socket (and below the queue's default 64 MiB and the MQTT server's
+/// default 1 MiB `max_payload`).
+const BACKLOG: Series = Series {
+    tag: "backlog",
+    count: 400,
+    size: 64 * 1024,
+};
+
+impl Series {
+    /// The MQTT topic.
+    fn topic(&self) -> String {
+        format!("out/flow/{}", self.tag)
+    }
+
+    /// The AMQP routing key the bridge turns the topic into.
+    fn routing_key(&self) -> String {
+        format!("out.flow.{}", self.tag)
+    }
+
+    /// Message `index`.
+    fn payload(&self, index: usize) -> Vec<u8> {
+        let mut body = payload(self.tag, index);
+        body.resize(body.len().max(self.size), b'.');
+        body
+    }
+}
 
 /// Messages dead-lettered into the bridge's `in` binding while the alarm is on.
 const PARKED: usize = 20;
 
 /// The embedded MQTT server's `max_inflight`: QoS 1 messages of one client that may wait
-/// for the hub's confirmation. At its default (100, below [`BLOCKED`]) the server stops
+/// for the hub's confirmation. At its default (100, below either series) the server stops
 /// reading from the publisher, PINGREQs included, and drops it for a keepalive timeout
 /// while the alarm lasts; this test is about the AMQP side, so it gives room for all.
 const MQTT_MAX_INFLIGHT: u16 = 1000;
@@ -116,17 +168,25 @@ const BLOCKED_LINE: &str = "The broker blocked publishing on this connection (lo
 /// The hub's log line when the broker unblocks it.
 const UNBLOCKED_LINE: &str = "The broker unblocked publishing on this connection.";
 
+/// What the hub logs when the publisher takes a blocked broker for a dead one: the error of
+/// a write that made no progress for two heartbeats, and of bytes the broker never took.
+const DEAD_BROKER_LINES: [&str; 2] = ["write to the broker", "took none of our bytes"];
+
 /// Message `index` of series `tag`.
 fn payload(tag: &str, index: usize) -> Vec<u8> {
     format!("{tag}-{index:05}").into_bytes()
 }
 
-/// The index of a [`payload`] of series `tag`.
+/// The index of a [`payload`] of series `tag` (padded or not, see [`Series::payload`]).
 fn index_of(tag: &str, body: &[u8]) -> usize {
-    std::str::from_utf8(body)
-        .ok()
-        .and_then(|text| text.strip_prefix(tag)?.strip_prefix('-')?.parse().ok())
-        .unwrap_or_else(|| panic!("not a {tag} message: {body:?}"))
+    let index = std::str::from_utf8(body).ok().and_then(|text| {
+        let index = text.strip_prefix(tag)?.strip_prefix('-')?;
+        index.trim_end_matches('.').parse().ok()
+    });
+    index.unwrap_or_else(|| {
+        let start = String::from_utf8_lossy(&body[..body.len().min(40)]);
+        panic!("not a {tag} message: {} bytes, {start:?}...", body.len())
+    })
 }
 
 /// The indexes in `received` in the order they first arrived (duplicates left out).
@@ -144,13 +204,15 @@ fn ctl(node: &RabbitNode, args: &[&str]) -> String {
     tokio::task::block_in_place(|| node.ctl(args))
 }
 
-/// The state (`running`, `blocking`, `blocked`, ...) of the bridge's connection whose
-/// client calls itself `product` ([`PUBLISHING`] or [`CONSUMING`]).
-fn connection_state(node: &RabbitNode, product: &str) -> Option<String> {
+/// The process id and state (`running`, `blocking`, `blocked`, ...) of each of the
+/// bridge's connections whose client calls itself `product` ([`PUBLISHING`] or
+/// [`CONSUMING`]).
+fn connections(node: &RabbitNode, product: &str) -> Vec<(String, String)> {
     let listing = ctl(
         node,
         &[
             "list_connections",
+            "pid",
             "state",
             "client_properties",
             "-q",
@@ -162,7 +224,17 @@ fn connection_state(node: &RabbitNode, product: &str) -> Option<String> {
     listing
         .lines()
         .filter(|line| line.contains(&name) && line.contains(&product))
-        .find_map(|line| line.split('\t').next().map(str::to_owned))
+        .filter_map(|line| {
+            let mut fields = line.split('\t').map(str::to_owned);
+            Some((fields.next()?, fields.next()?))
+        })
+        .collect()
+}
+
+/// The state of the bridge's `product` connection.
+fn connection_state(node: &RabbitNode, product: &str) -> Option<String> {
+    let mut found = connections(node, product).into_iter();
+    found.next().map(|(_, state)| state)
 }
 
 /// Waits until the bridge's `product` connection is in `state`.
@@ -201,28 +273,6 @@ fn queue_counts(node: &RabbitNode, queue: &str) -> Option<(u64, u64)> {
     })
 }
 
-/// The hub's log lines that contain `text`.
-fn log_lines(hub: &Hub, text: &str) -> Vec<String> {
-    let logs = hub.logs();
-    logs.lines()
-        .filter(|line| line.contains(text))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Waits until the hub logged `text`.
-async fn wait_for_log(hub: &Hub, text: &str) {
-    let found = poll_async(ALARM_TIMEOUT, || async {
-        match log_lines(hub, text).is_empty() {
-            false => Ok(()),
-            true => Err(()),
-        }
-    });
-    found
-        .await
-        .unwrap_or_else(|()| panic!("the hub did not log {text:?} within {ALARM_TIMEOUT:?}"));
-}
-
 /// Waits until bridge `rabbit`'s queue holds `messages`, in `/api/bridges` and in
 /// `/metrics`.
 async fn wait_queued(hub: &Hub, messages: u64) {
@@ -239,14 +289,19 @@ async fn wait_queued(hub: &Hub, messages: u64) {
     assert_eq!(hub.metric_async(QUEUED).await, Some(messages as f64));
 }
 
-/// Checks that the bridge is up, never reconnected, and has sent `sent` messages.
-async fn assert_steady(hub: &Hub, sent: usize) {
+/// Checks that the bridge is up, reconnected `reconnects` times (once per cut), never
+/// took the broker for dead, and has sent `sent` messages.
+async fn assert_steady(hub: &Hub, reconnects: usize, sent: usize) {
     assert_eq!(hub.metric_async(UP).await, Some(1.0), "the bridge stays up");
     assert_eq!(
         hub.metric_async(RECONNECTS).await,
-        Some(0.0),
-        "no reconnect"
+        Some(reconnects as f64),
+        "reconnects"
     );
+    for text in DEAD_BROKER_LINES {
+        let lines = hub.log_lines_containing(text);
+        assert!(lines.is_empty(), "the broker taken for dead: {lines:?}");
+    }
     assert_eq!(hub.metric_async(SENT).await, Some(sent as f64), "sent");
 }
 
@@ -297,6 +352,9 @@ struct Rig {
     hub: Hub,
     /// Its MQTT port.
     mqtt: u16,
+    /// Times the test closed the bridge's publishing connection: each is one reconnect,
+    /// and one more block.
+    cuts: usize,
     /// The private RabbitMQ node.
     node: RabbitNode,
 }
@@ -340,8 +398,14 @@ impl Rig {
             feeder,
             hub,
             mqtt,
+            cuts: 0,
             node,
         }
+    }
+
+    /// [`assert_steady`] with the reconnects the test caused.
+    async fn assert_steady(&self, sent: usize) {
+        assert_steady(&self.hub, self.cuts, sent).await;
     }
 
     /// Checks that the subscriber gets messages `0..count` of series `tag` on `topic`, in
@@ -404,10 +468,10 @@ impl Rig {
         }
     }
 
-    /// Steps 2 and 3: raises the alarm, blocks the publishing connection with one message
-    /// and sends the rest, which wait in the hub. Returns the publisher (it must live
-    /// until its messages are confirmed) and when the connection was blocked.
-    async fn block(&mut self) -> (MqttClient, Instant) {
+    /// Steps 2 and 3: raises the alarm, blocks the publishing connection with the first of
+    /// `series` and sends the rest, which wait in the hub. Returns the publisher (it must
+    /// live until its messages are confirmed) and when the connection was blocked.
+    async fn block(&mut self, series: &Series) -> (MqttClient, Instant) {
         ctl(
             &self.node,
             &["set_vm_memory_high_watermark", "absolute", "1"],
@@ -415,20 +479,56 @@ impl Rig {
         wait_connection_state(&self.node, PUBLISHING, "blocking").await;
         let publisher =
             MqttClient::wide_publisher(self.mqtt, "flow-publisher", MQTT_MAX_INFLIGHT).await;
-        let trigger = payload("blocked", 0);
-        publisher
-            .publish("out/flow/blocked", 1, false, trigger)
-            .await;
-        wait_for_log(&self.hub, BLOCKED_LINE).await;
+        let topic = series.topic();
+        publisher.publish(&topic, 1, false, series.payload(0)).await;
+        self.hub.wait_for_log(BLOCKED_LINE, 1, ALARM_TIMEOUT).await;
         let blocked_at = Instant::now();
         wait_connection_state(&self.node, PUBLISHING, "blocked").await;
-        for index in 1..BLOCKED {
-            let body = payload("blocked", index);
-            publisher.publish("out/flow/blocked", 1, false, body).await;
+        for index in 1..series.count {
+            publisher
+                .publish(&topic, 1, false, series.payload(index))
+                .await;
         }
-        wait_queued(&self.hub, (BLOCKED - 1) as u64).await;
-        assert_steady(&self.hub, BASELINE).await;
+        wait_queued(&self.hub, (series.count - 1) as u64).await;
+        self.assert_steady(BASELINE).await;
         (publisher, blocked_at)
+    }
+
+    /// Closes the blocked publishing connection on the broker, as a network failure
+    /// would: the bridge reconnects during the alarm with the whole series to publish, and
+    /// its new connection must be blocked in turn. Returns when it was.
+    async fn cut(&mut self) -> Instant {
+        let found = connections(&self.node, PUBLISHING);
+        let [(old, _)] = &found[..] else {
+            panic!("one publishing connection: {found:?}");
+        };
+        let reason = "the test cuts the publishing connection";
+        ctl(&self.node, &["close_connection", old, reason]);
+        self.cuts += 1;
+        let cuts = self.cuts as f64;
+        let reconnected = |reconnects: f64| reconnects == cuts;
+        let hub = &self.hub;
+        hub.wait_for_metric_async(RECONNECTS, reconnected, ALARM_TIMEOUT)
+            .await;
+        hub.wait_for_log(BLOCKED_LINE, self.cuts + 1, ALARM_TIMEOUT)
+            .await;
+        let blocked_at = Instant::now();
+        let replaced = poll_async(ALARM_TIMEOUT, || async {
+            match &connections(&self.node, PUBLISHING)[..] {
+                [(new, state)] if new != old && state == "blocked" => Ok(()),
+                other => Err(other.to_vec()),
+            }
+        });
+        replaced.await.unwrap_or_else(|last| {
+            panic!("no new, blocked publishing connection within {ALARM_TIMEOUT:?}: {last:?}")
+        });
+        let line = hub
+            .log_lines_containing(BLOCKED_LINE)
+            .pop()
+            .unwrap_or_default();
+        assert!(line.contains("WARN"), "logged as a warning: {line}");
+        self.assert_steady(BASELINE).await;
+        blocked_at
     }
 
     /// Step 4: while the publisher is blocked, the broker dead-letters the parked
@@ -466,11 +566,14 @@ impl Rig {
     }
 
     /// Holds the block until it lasted [`MIN_BLOCK`], checking all along that the bridge
-    /// stays up and the queue keeps what waits; then checks that nothing was published.
-    async fn hold_block(&mut self, blocked_at: Instant) {
+    /// stays up without reconnecting and, when `queued` is given, that the queue keeps
+    /// that many; then checks that nothing was published.
+    async fn hold_block(&mut self, blocked_at: Instant, queued: Option<usize>) {
         let held = poll_async(ALARM_TIMEOUT, || async {
-            wait_queued(&self.hub, (BLOCKED - 1) as u64).await;
-            assert_steady(&self.hub, BASELINE).await;
+            if let Some(queued) = queued {
+                wait_queued(&self.hub, queued as u64).await;
+            }
+            self.assert_steady(BASELINE).await;
             match blocked_at.elapsed() >= MIN_BLOCK {
                 true => Ok(()),
                 false => Err(()),
@@ -486,40 +589,43 @@ impl Rig {
         );
         let early = self.published.next().now_or_never();
         assert!(early.is_none(), "a delivery while blocked: {early:?}");
-        assert_eq!(log_lines(&self.hub, BLOCKED_LINE).len(), 1, "one block");
+        let blocks = self.hub.log_lines_containing(BLOCKED_LINE).len();
+        assert_eq!(blocks, self.cuts + 1, "one block per connection");
         assert!(
-            log_lines(&self.hub, UNBLOCKED_LINE).is_empty(),
+            self.hub.log_lines_containing(UNBLOCKED_LINE).is_empty(),
             "not unblocked"
         );
     }
 
-    /// Step 5: clears the alarm; every blocked message arrives, the trigger first.
-    async fn unblock(&mut self) {
+    /// Step 5: clears the alarm; every message of `series` arrives, the trigger first.
+    async fn unblock(&mut self, series: &Series) {
         ctl(&self.node, &["set_vm_memory_high_watermark", "0.4"]);
-        let received = self
-            .receive_published("out.flow.blocked", "blocked", BLOCKED)
-            .await;
+        let (key, count) = (series.routing_key(), series.count);
+        let received = self.receive_published(&key, series.tag, count).await;
         println!(
-            "after the alarm: {} deliveries of {BLOCKED} messages ({} duplicates)",
+            "after the alarm: {} deliveries of {count} messages ({} duplicates)",
             received.len(),
-            received.len() - BLOCKED
+            received.len() - count
         );
         assert_eq!(
             first_occurrences(&received),
-            (0..BLOCKED).collect::<Vec<_>>(),
+            (0..count).collect::<Vec<_>>(),
             "in order"
         );
-        wait_for_log(&self.hub, UNBLOCKED_LINE).await;
-        let total = (BASELINE + BLOCKED) as f64;
+        self.hub
+            .wait_for_log(UNBLOCKED_LINE, 1, ALARM_TIMEOUT)
+            .await;
+        let total = (BASELINE + count) as f64;
         self.hub
             .wait_for_metric_async(SENT, |sent| sent == total, AMQP_TIMEOUT)
             .await;
         wait_queued(&self.hub, 0).await;
-        assert_steady(&self.hub, BASELINE + BLOCKED).await;
-        for text in [BLOCKED_LINE, UNBLOCKED_LINE] {
-            let lines = log_lines(&self.hub, text);
-            assert_eq!(lines.len(), 1, "logged once: {lines:?}");
-            println!("hub: {}", lines[0]);
+        self.assert_steady(BASELINE + count).await;
+        // Blocked once per connection; a connection that was cut was never unblocked.
+        for (text, times) in [(BLOCKED_LINE, self.cuts + 1), (UNBLOCKED_LINE, 1)] {
+            let lines = self.hub.log_lines_containing(text);
+            assert_eq!(lines.len(), times, "logged {times} times: {lines:?}");
+            println!("hub: {}", lines[times - 1]);
         }
     }
 }
@@ -528,9 +634,21 @@ impl Rig {
 async fn a_memory_alarm_holds_published_messages_in_the_hub_while_consuming_goes_on() {
     let mut rig = Rig::start().await;
     rig.baseline().await;
-    let (_publisher, blocked_at) = rig.block().await;
+    let (_publisher, blocked_at) = rig.block(&BLOCKED).await;
     rig.consume_while_blocked().await;
-    rig.hold_block(blocked_at).await;
+    rig.hold_block(blocked_at, Some(BLOCKED.count - 1)).await;
     println!("blocked for {:.1?}", blocked_at.elapsed());
-    rig.unblock().await;
+    rig.unblock(&BLOCKED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_during_a_memory_alarm_waits_blocked_with_a_large_backlog() {
+    let mut rig = Rig::start().await;
+    rig.baseline().await;
+    let (_publisher, _) = rig.block(&BACKLOG).await;
+    let blocked_at = rig.cut().await;
+    // What the publisher took from the queue before the block is no longer counted there.
+    rig.hold_block(blocked_at, None).await;
+    println!("blocked again for {:.1?}", blocked_at.elapsed());
+    rig.unblock(&BACKLOG).await;
 }

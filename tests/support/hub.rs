@@ -327,6 +327,28 @@ impl Hub {
         })
     }
 
+    /// The hub's log lines that contain `text`.
+    pub fn log_lines_containing(&self, text: &str) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter(|line| line.contains(text))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until the hub logged `text` at least `times` times; panics after `timeout`.
+    pub async fn wait_for_log(&self, text: &str, times: usize, timeout: Duration) {
+        let found = poll_async(timeout, || async {
+            match self.log_lines_containing(text).len() >= times {
+                true => Ok(()),
+                false => Err(()),
+            }
+        });
+        found.await.unwrap_or_else(|()| {
+            panic!("the hub did not log {text:?} {times} times within {timeout:?}")
+        });
+    }
+
     /// Bridge `name`'s entry in `/api/bridges`.
     pub async fn bridge_status(&self, name: &str) -> Result<serde_json::Value, String> {
         let (status, body) = self.http_get_async("/api/bridges").await;
