@@ -45,7 +45,9 @@ use lapin::options::{BasicConsumeOptions, BasicRejectOptions, QueueDeclareOption
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Consumer};
 use support::mqtt::MqttClient;
-use support::rabbitmq::{next_delivery, Rabbit, AMQP_TIMEOUT};
+use support::rabbitmq::{
+    counts_in_listing, next_delivery, Rabbit, AMQP_TIMEOUT, LIST_QUEUE_COUNTS,
+};
 use support::rabbitmq_node::RabbitNode;
 use support::{free_ports, hub_with_broker, poll_async, Hub};
 
@@ -252,40 +254,14 @@ async fn wait_connection_state(node: &RabbitNode, product: &str, state: &str) {
 
 /// Ready and unacknowledged messages of `queue` on the node.
 fn queue_counts(node: &RabbitNode, queue: &str) -> Option<(u64, u64)> {
-    let listing = ctl(
-        node,
-        &[
-            "list_queues",
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-            "-q",
-            "--no-table-headers",
-        ],
-    );
-    listing.lines().find_map(|line| {
-        let mut fields = line.split('\t');
-        (fields.next()? == queue).then_some(())?;
-        Some((
-            fields.next()?.trim().parse().ok()?,
-            fields.next()?.trim().parse().ok()?,
-        ))
-    })
+    counts_in_listing(&ctl(node, &LIST_QUEUE_COUNTS), queue)
 }
 
 /// Waits until bridge `rabbit`'s queue holds `messages`, in `/api/bridges` and in
 /// `/metrics`.
 async fn wait_queued(hub: &Hub, messages: u64) {
-    let found = poll_async(AMQP_TIMEOUT, || async {
-        let rabbit = hub.bridge_status("rabbit").await?;
-        match rabbit["queue"]["messages"].as_u64() {
-            Some(queued) if queued == messages => Ok(()),
-            _ => Err(format!("last answer: {rabbit}")),
-        }
-    });
-    found.await.unwrap_or_else(|last| {
-        panic!("rabbit's queue did not hold {messages} within {AMQP_TIMEOUT:?}; {last}")
-    });
+    hub.wait_for_bridge_queue("rabbit", messages, AMQP_TIMEOUT)
+        .await;
     assert_eq!(hub.metric_async(QUEUED).await, Some(messages as f64));
 }
 

@@ -150,20 +150,6 @@ async fn assert_exchange_refused(hub: &Hub, exchange: &str, says: &[&str]) {
     assert_down_but_hub_up(hub).await;
 }
 
-/// Polls `/api/bridges` until `messages` messages wait in bridge `rabbit`'s queue.
-async fn wait_queued(hub: &Hub, messages: u64) {
-    let found = poll_async(AMQP_TIMEOUT, || async {
-        let rabbit = hub.bridge_status("rabbit").await?;
-        match rabbit["queue"]["messages"].as_u64() {
-            Some(queued) if queued == messages => Ok(()),
-            _ => Err(format!("last answer: {rabbit}")),
-        }
-    });
-    found.await.unwrap_or_else(|last| {
-        panic!("rabbit's queue did not hold {messages} within {AMQP_TIMEOUT:?}; {last}")
-    })
-}
-
 /// Checks that the bridge stays down while the hub lives on: it has retried at least
 /// twice, is still down, `/healthz` answers 200 and `/readyz` 503 naming the bridge.
 async fn assert_down_but_hub_up(hub: &Hub) {
@@ -341,7 +327,7 @@ async fn a_missing_exchange_keeps_the_bridge_down_until_it_is_declared() {
 
     assert_exchange_refused(&hub, &exchange, &["NOT_FOUND", "declare_exchange"]).await;
     let _while_down = publish_numbers(mqtt, "missing-early", [0]).await;
-    wait_queued(&hub, 1).await;
+    hub.wait_for_bridge_queue("rabbit", 1, AMQP_TIMEOUT).await;
 
     // Once the exchange exists, the next attempt succeeds and what waited is sent. It
     // appears with the test's queue already behind it (bound to its alternate exchange),

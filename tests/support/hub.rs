@@ -361,6 +361,21 @@ impl Hub {
             .ok_or_else(|| format!("no bridge {name} in {body}"))
     }
 
+    /// Waits until `/api/bridges` shows `messages` messages in bridge `name`'s queue;
+    /// panics after `timeout` with the last entry seen.
+    pub async fn wait_for_bridge_queue(&self, name: &str, messages: u64, timeout: Duration) {
+        let found = poll_async(timeout, || async {
+            let entry = self.bridge_status(name).await?;
+            match entry["queue"]["messages"].as_u64() {
+                Some(queued) if queued == messages => Ok(()),
+                _ => Err(format!("last answer: {entry}")),
+            }
+        });
+        found.await.unwrap_or_else(|last| {
+            panic!("bridge {name}'s queue did not hold {messages} within {timeout:?}; {last}")
+        });
+    }
+
     /// Waits until `/api/bridges` reports bridge `name` down with an error containing
     /// `expected` (ignoring case; `""` takes the first error); returns the error. Panics
     /// after `timeout` with the last entry seen.

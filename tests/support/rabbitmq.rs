@@ -215,16 +215,24 @@ pub fn close_connection_named(name: &str) -> usize {
     pids.len()
 }
 
+/// `rabbitmqctl` arguments that list queues with their ready and unacknowledged counts,
+/// for [`counts_in_listing`].
+pub const LIST_QUEUE_COUNTS: [&str; 6] = [
+    "list_queues",
+    "name",
+    "messages_ready",
+    "messages_unacknowledged",
+    "-q",
+    "--no-table-headers",
+];
+
 /// Ready and unacknowledged messages of `queue`.
 pub fn queue_counts(queue: &str) -> Option<(u64, u64)> {
-    let listing = rabbitmqctl(&[
-        "list_queues",
-        "name",
-        "messages_ready",
-        "messages_unacknowledged",
-        "-q",
-        "--no-table-headers",
-    ]);
+    counts_in_listing(&rabbitmqctl(&LIST_QUEUE_COUNTS), queue)
+}
+
+/// `queue`'s ready and unacknowledged counts in the output of [`LIST_QUEUE_COUNTS`].
+pub fn counts_in_listing(listing: &str, queue: &str) -> Option<(u64, u64)> {
     listing.lines().find_map(|line| {
         let mut fields = line.split('\t');
         (fields.next()? == queue).then_some(())?;
