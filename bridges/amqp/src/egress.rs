@@ -106,8 +106,6 @@ pub struct Publisher<'a> {
     codec: Codec,
     /// Returned messages whose confirms have not arrived yet (oldest first).
     returned: VecDeque<Returned>,
-    /// Whether the broker blocked publishing (`connection.blocked`).
-    blocked: bool,
     /// Messages the broker nacked since the bridge started this connection.
     nacks: u64,
 }
@@ -126,7 +124,6 @@ impl<'a> Publisher<'a> {
             config,
             codec,
             returned: VecDeque::new(),
-            blocked: false,
             nacks: 0,
         }
     }
@@ -146,7 +143,7 @@ impl<'a> Publisher<'a> {
                 }
                 continue;
             }
-            let accepting = outbox.nacked.is_empty() && !self.blocked;
+            let accepting = outbox.nacked.is_empty() && !self.link.blocked();
             if accepting {
                 self.publish_unsent(outbox)?;
             }
@@ -233,7 +230,6 @@ impl<'a> Publisher<'a> {
             Event::Nack { tag, multiple } => self.confirmed(tag, multiple, false, outbox),
             Event::Returned(returned) => self.returned.push_back(returned),
             Event::Blocked(reason) => {
-                self.blocked = true;
                 tracing::warn!(
                     bridge = %self.ctx.name,
                     "The broker blocked publishing on this connection ({reason}); messages \
@@ -241,7 +237,6 @@ impl<'a> Publisher<'a> {
                 );
             }
             Event::Unblocked => {
-                self.blocked = false;
                 tracing::info!(
                     bridge = %self.ctx.name,
                     "The broker unblocked publishing on this connection."

@@ -63,6 +63,7 @@ impl Publisher {
             exchange: exchange.to_owned(),
             key: key.to_owned(),
             label: url.to_owned(),
+            confirms: settings.confirms,
         };
         let publishing = tokio::spawn(publish(link, received, target, failures));
         Ok(Publisher {
@@ -96,6 +97,8 @@ struct Target {
     key: String,
     /// The endpoint's URL, for messages.
     label: String,
+    /// Whether publisher confirms are on (QoS 1).
+    confirms: bool,
 }
 
 /// The publishing task: publishes what arrives, up to [`PUBLISHES_IN_FLIGHT`]
@@ -162,7 +165,7 @@ async fn publish_batch(
             properties: BasicProperties::default(),
             body: &payload,
         })?;
-        if link.confirms() {
+        if target.confirms {
             unconfirmed.push(());
         }
     }

@@ -22,13 +22,13 @@ const FRAME_END: u8 = 0xCE;
 /// Type, channel and payload size: the bytes before a frame's payload.
 const FRAME_HEADER_SIZE: usize = 7;
 /// A frame's bytes besides its payload: the header and the frame-end octet.
-pub const FRAME_OVERHEAD: usize = FRAME_HEADER_SIZE + 1;
+const FRAME_OVERHEAD: usize = FRAME_HEADER_SIZE + 1;
 /// Class id of `basic`.
 const BASIC_CLASS: u16 = 60;
 /// Method id of `basic.publish`.
 const PUBLISH_METHOD: u16 = 40;
 /// The least room a read gets: confirms are 21-byte frames, so one read takes hundreds.
-pub const READ_SIZE: usize = 16 * 1024;
+const READ_SIZE: usize = 16 * 1024;
 /// The protocol header a client opens with: "AMQP", 0, then version 0-9-1.
 const PROTOCOL_HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
 

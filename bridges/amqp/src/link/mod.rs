@@ -162,8 +162,6 @@ pub struct Link {
     returns: ReturnReader,
     /// Whether the broker closed the connection (and waits for our `close-ok`).
     closed_by_broker: bool,
-    /// Whether publisher confirms are on.
-    confirms: bool,
 }
 
 impl std::fmt::Debug for Link {
@@ -194,7 +192,6 @@ impl Link {
             last_write: now,
             returns: ReturnReader::default(),
             closed_by_broker: false,
-            confirms: settings.confirms,
         };
         link.handshake(settings).await?;
         link.call(
@@ -239,9 +236,10 @@ impl Link {
         .map(drop)
     }
 
-    /// Whether publisher confirms are on: every publish gets a `basic.ack` or `basic.nack`.
-    pub fn confirms(&self) -> bool {
-        self.confirms
+    /// Whether the broker blocked publishing (`connection.blocked`, until
+    /// `connection.unblocked`).
+    pub fn blocked(&self) -> bool {
+        self.blocked
     }
 
     /// The negotiated heartbeat interval; `None` when heartbeats are off.
@@ -249,7 +247,8 @@ impl Link {
         self.heartbeat
     }
 
-    /// Adds one publish to the outgoing frames; [`Link::flush`] writes them.
+    /// Adds one publish to the outgoing frames; [`Link::next_event`] (or [`Link::flush`])
+    /// writes them.
     pub fn publish(&mut self, publish: Publish<'_>) -> Result<(), BridgeError> {
         self.outgoing.publish(CHANNEL, self.frame_max, publish)
     }
