@@ -18,6 +18,7 @@
 //! - [`telemetry`]: per-bridge counters and the latency histogram.
 //! - [`secret`]: passwords given inline or in a file, redacted in `Debug`.
 //! - [`tls`]: the `tls` settings of bridges that connect out, with their files checked.
+//! - [`client_stream`]: the TCP or TLS stream of a bridge that connects out.
 //! - [`server_tls`]: the `tls` settings of listeners: rustls server configuration, client
 //!   certificates, reloaded on SIGHUP.
 //! - [`reload`]: values loaded from files and loaded again on SIGHUP.
@@ -30,6 +31,7 @@ pub mod access;
 pub mod ack;
 pub mod acl;
 pub mod bridge;
+pub mod client_stream;
 pub mod envelope;
 pub mod instance;
 pub mod message;

@@ -51,6 +51,18 @@ pub enum Granted {
     NotAuthorized,
 }
 
+/// A whole packet in rumqttc's types, of the version a connection speaks.
+// Short-lived (decoded, then converted right away): boxing the larger MQTT 5 variant
+// would cost an allocation per packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum WirePacket {
+    /// An MQTT 3.1.1 packet.
+    V4(v4::Packet),
+    /// An MQTT 5 packet.
+    V5(v5::Packet),
+}
+
 /// The MQTT version a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -149,7 +161,7 @@ fn v5_incomplete(error: &V5Error) -> bool {
 /// (`before` bytes), but if it took the packet off, the packet was whole and its contents
 /// overran it (a string or property length past its end). Waiting would read the next
 /// packet's bytes as the rest of this one.
-fn waiting_or_short(buffer: &BytesMut, before: usize) -> Result<Option<Incoming>, CodecError> {
+fn waiting_or_short<T>(buffer: &BytesMut, before: usize) -> Result<Option<T>, CodecError> {
     if buffer.len() == before {
         Ok(None)
     } else {
@@ -176,10 +188,25 @@ impl Protocol {
         buffer: &mut BytesMut,
         max_packet: usize,
     ) -> Result<Option<Incoming>, CodecError> {
+        match self.read_packet(buffer, max_packet)? {
+            None => Ok(None),
+            Some(WirePacket::V4(packet)) => from_v4(packet).map(Some),
+            Some(WirePacket::V5(packet)) => from_v5(packet).map(Some),
+        }
+    }
+
+    /// Takes the next whole packet of any kind off the front of `buffer`, in rumqttc's
+    /// types; `Ok(None)` when more bytes are needed. Both ends of a connection read with
+    /// it: the server's sessions through [`Protocol::decode`], the remote bridge directly.
+    pub fn read_packet(
+        self,
+        buffer: &mut BytesMut,
+        max_packet: usize,
+    ) -> Result<Option<WirePacket>, CodecError> {
         let before = buffer.len();
         match self {
             Protocol::V4 => match v4::Packet::read(buffer, max_packet) {
-                Ok(packet) => from_v4(packet).map(Some),
+                Ok(packet) => Ok(Some(WirePacket::V4(packet))),
                 Err(error) if v4_incomplete(&error) => waiting_or_short(buffer, before),
                 Err(error) => Err(v4_error(error, max_packet)),
             },
@@ -188,17 +215,30 @@ impl Protocol {
                 // which MQTT 5 section 3.14.2.1 allows and means "normal disconnection".
                 if buffer.starts_with(&[0xE0, 0x00]) {
                     let _ = buffer.split_to(2);
-                    return Ok(Some(Incoming::Disconnect {
-                        publish_will: false,
-                    }));
+                    let normal = v5::Disconnect::new(v5::DisconnectReasonCode::NormalDisconnection);
+                    return Ok(Some(WirePacket::V5(v5::Packet::Disconnect(normal))));
                 }
                 let max = u32::try_from(max_packet).unwrap_or(u32::MAX);
                 match v5::Packet::read(buffer, Some(max)) {
-                    Ok(packet) => from_v5(packet).map(Some),
+                    Ok(packet) => Ok(Some(WirePacket::V5(packet))),
                     Err(error) if v5_incomplete(&error) => waiting_or_short(buffer, before),
                     Err(error) => Err(v5_error(error)),
                 }
             }
+        }
+    }
+
+    /// Appends any packet of this protocol's version to `buffer`; `max_packet` is the
+    /// peer's limit, where it announced one.
+    pub fn write_packet(
+        self,
+        packet: &WirePacket,
+        buffer: &mut BytesMut,
+        max_packet: Option<u32>,
+    ) -> Result<(), CodecError> {
+        match packet {
+            WirePacket::V4(packet) => v4_write(packet, buffer),
+            WirePacket::V5(packet) => v5_write(packet, buffer, max_packet),
         }
     }
 

@@ -1,6 +1,6 @@
 //! MQTT over WebSocket (MQTT 3.1.1 section 6, MQTT 5 section 6): the server handshake,
-//! answering subprotocol `mqtt`, and an adapter that turns binary WebSocket messages into
-//! a byte stream. MQTT packets may span messages and one message may hold several
+//! answering subprotocol `mqtt`, the client handshake of the remote bridge, asking for it,
+//! and an adapter that turns binary WebSocket messages into a byte stream. MQTT packets may span messages and one message may hold several
 //! packets, so the session reads it exactly like a TCP socket.
 
 use std::io;
@@ -10,6 +10,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -68,6 +69,30 @@ where
     let inner =
         tokio_tungstenite::accept_hdr_async_with_config(stream, answer_subprotocol, Some(config))
             .await?;
+    Ok(WebSocketBytes::new(inner))
+}
+
+/// Opens MQTT over WebSocket to `url` on an established `stream` (TCP or TLS), offering
+/// subprotocol `mqtt`; messages up to `max_message` bytes.
+pub async fn connect<S>(
+    stream: S,
+    url: &str,
+    max_message: usize,
+) -> Result<WebSocketBytes<S>, tokio_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(SUBPROTOCOLS[0]),
+    );
+    let config = WebSocketConfig::default()
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let (inner, _response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     Ok(WebSocketBytes::new(inner))
 }
 

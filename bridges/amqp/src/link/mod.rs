@@ -34,7 +34,7 @@ use tokio::io::AsyncWrite;
 use tokio_util::io::poll_read_buf;
 
 use self::frames::{FrameBuffer, FrameReader, Publish};
-use self::transport::Stream;
+use switchyard_api::client_stream::Stream;
 
 /// The one channel a link opens.
 const CHANNEL: u16 = 1;

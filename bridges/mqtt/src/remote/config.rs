@@ -108,7 +108,7 @@ pub struct BrokerAddress {
     pub host: String,
     /// TCP port.
     pub port: u16,
-    /// For `ws://` and `wss://`: the full URL rumqttc connects to; `None` for TCP.
+    /// For `ws://` and `wss://`: the full URL of the WebSocket handshake; `None` for TCP.
     pub websocket_url: Option<String>,
     /// Whether the connection is made with TLS (`mqtts://`, `wss://`).
     pub tls: bool,
@@ -155,11 +155,6 @@ impl BrokerAddress {
             websocket_url,
             tls: matches!(scheme, "mqtts" | "wss"),
         })
-    }
-
-    /// What rumqttc takes as the broker address: the URL for WebSockets, else the host.
-    pub fn broker_addr(&self) -> &str {
-        self.websocket_url.as_deref().unwrap_or(&self.host)
     }
 }
 
@@ -260,13 +255,13 @@ mod tests {
         assert!(!tcp.tls && !ws.tls);
         let mqtts = BrokerAddress::parse("mqtts://broker.example").unwrap();
         assert_eq!(
-            (mqtts.port, mqtts.tls, mqtts.broker_addr()),
-            (8883, true, "broker.example")
+            (mqtts.port, mqtts.tls, mqtts.websocket_url),
+            (8883, true, None)
         );
         let wss = BrokerAddress::parse("wss://broker.example/mqtt").unwrap();
         assert_eq!(
-            (wss.port, wss.tls, wss.broker_addr()),
-            (443, true, "wss://broker.example:443/mqtt")
+            (wss.port, wss.tls, wss.websocket_url.as_deref()),
+            (443, true, Some("wss://broker.example:443/mqtt"))
         );
         assert!(BrokerAddress::parse("http://x")
             .unwrap_err()

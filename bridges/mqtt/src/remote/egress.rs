@@ -1,68 +1,61 @@
-//! Everything the bridge sends to the remote broker, and hub -> remote delivery.
+//! Hub -> remote delivery, and the packet identifiers of the connection.
 //!
-//! Requests (publishes, acknowledgements, the state message) wait in one FIFO outbox and
-//! are handed to rumqttc without blocking; the session loop retries what rumqttc could not
-//! take yet. A queued message leaves the hub only when the broker has it (written for
-//! QoS 0, PUBACK for QoS 1). Unconfirmed messages go back to the front of the hub's queue
-//! when the connection ends, so they are sent again, in order.
+//! Messages are encoded straight into the connection's output. A queued message leaves
+//! the hub only when the broker has it: for QoS 0 once its bytes are written, for QoS 1
+//! on PUBACK. Unconfirmed messages go back to the front of the hub's queue when the
+//! connection ends, so they are sent again, in order.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use bytes::Bytes;
 use switchyard_api::{envelope, BridgeContext, DropReason, Format, Outbound, QoS};
 
-use super::client::{RemoteClient, Request};
+use super::connection::Connection;
+use crate::codec::{CodecError, Protocol};
 
-/// A request waiting for rumqttc, with the message it carries when it is a publish.
-struct Pending {
-    request: Request,
-    /// For publishes: the sequence number, and the hub entry (`None` for the state message).
-    publish: Option<(u64, Option<Outbound>)>,
-}
+/// The largest window: packet ids are 16-bit, and the state message and the
+/// subscriptions take some too.
+const MAX_WINDOW: usize = 60_000;
 
-/// Requests and messages in flight, by stage.
+/// Messages in flight, by stage.
 pub struct Egress {
     format: Format,
-    max_inflight: usize,
-    /// Not yet taken by rumqttc, in order.
-    outbox: VecDeque<Pending>,
-    /// Publishes in the outbox.
-    outbox_publishes: usize,
-    /// Taken by rumqttc, waiting to learn their packet id, in order.
-    unsent: VecDeque<(u64, Option<Outbound>)>,
-    /// Written with QoS 1, waiting for PUBACK, by packet id.
+    /// Most packet ids in use at once: the bridge's `max_inflight`, or less when the
+    /// broker's Receive Maximum says so.
+    window: usize,
+    /// Packet ids in use: QoS 1 publishes waiting for PUBACK with their sequence number
+    /// and hub entry (`None` for the state message and for subscriptions).
     unacked: HashMap<u16, (u64, Option<Outbound>)>,
+    /// QoS 0 publishes encoded and not yet written: the connection's encoded byte count
+    /// after each, its sequence number, and the entry.
+    unwritten: VecDeque<(u64, u64, Outbound)>,
+    /// The packet id tried next.
+    next_pkid: u16,
     /// Sequence numbers keep the original order for putting messages back.
     next_sequence: u64,
 }
 
 impl Egress {
-    /// Nothing in flight yet.
-    pub fn new(format: Format, max_inflight: u16) -> Self {
+    /// Nothing in flight yet; at most `window` QoS 1 messages in flight (at least 1).
+    pub fn new(format: Format, window: usize) -> Self {
         Self {
             format,
-            max_inflight: usize::from(max_inflight.max(1)),
-            outbox: VecDeque::new(),
-            outbox_publishes: 0,
-            unsent: VecDeque::new(),
+            window: window.clamp(1, MAX_WINDOW),
             unacked: HashMap::new(),
+            unwritten: VecDeque::new(),
+            next_pkid: 0,
             next_sequence: 0,
         }
     }
 
-    /// How many more messages may be taken from the hub's queue now.
+    /// How many more QoS 1 messages may be sent now.
     pub fn room(&self) -> usize {
-        self.max_inflight
-            .saturating_sub(self.outbox_publishes + self.unsent.len() + self.unacked.len())
+        self.window.saturating_sub(self.unacked.len())
     }
 
-    /// Whether requests are waiting for rumqttc to take them.
-    pub fn has_backlog(&self) -> bool {
-        !self.outbox.is_empty()
-    }
-
-    /// Queues one hub message for publishing under its remote name.
-    pub fn send(&mut self, ctx: &BridgeContext, entry: Outbound) {
+    /// Encodes one hub message under its remote name.
+    pub fn send(&mut self, ctx: &BridgeContext, entry: Outbound, connection: &mut Connection) {
         let Some(name) = ctx.remote_name(entry.rule, &entry.message.topic) else {
             // The router only queues messages a rule passes; nothing to send.
             ctx.delivered(entry);
@@ -72,73 +65,88 @@ impl Egress {
             Format::Json => envelope::encode_to_bytes(&entry.message, &name),
             _ => entry.message.payload.clone(),
         };
-        let request = Request::Publish {
-            topic: name,
-            payload,
-            qos: entry.qos,
-            retain: entry.message.retain,
-            headers: entry.message.outgoing_headers(&ctx.hub_name),
+        // MQTT 3.1.1 has no user properties: the headers stay behind.
+        let headers = match connection.protocol() {
+            Protocol::V5 => entry.message.outgoing_headers(&ctx.hub_name),
+            Protocol::V4 => Vec::new(),
         };
-        self.push_publish(request, Some(entry));
-    }
-
-    /// Queues the bridge's retained state message (`1` or `0`).
-    pub fn send_state(&mut self, topic: &str, up: bool) {
-        let request = Request::Publish {
-            topic: topic.to_owned(),
-            payload: Bytes::from_static(if up { b"1" } else { b"0" }),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            headers: Vec::new(),
+        let qos = entry.qos;
+        let retain = entry.message.retain;
+        let pkid = match qos {
+            QoS::AtMostOnce => 0,
+            QoS::AtLeastOnce => self.free_pkid(),
         };
-        self.push_publish(request, None);
-    }
-
-    /// Queues the acknowledgement of a received message.
-    pub fn acknowledge(&mut self, qos: u8, pkid: u16) {
-        self.outbox.push_back(Pending {
-            request: Request::Ack { qos, pkid },
-            publish: None,
-        });
-    }
-
-    fn push_publish(&mut self, request: Request, entry: Option<Outbound>) {
-        self.outbox.push_back(Pending {
-            request,
-            publish: Some((self.next_sequence, entry)),
-        });
-        self.next_sequence += 1;
-        self.outbox_publishes += 1;
-    }
-
-    /// Hands rumqttc as many queued requests as it takes now, in order.
-    pub fn flush(&mut self, client: &dyn RemoteClient) {
-        while let Some(pending) = self.outbox.front() {
-            if !client.try_send(&pending.request) {
-                return;
+        if let Err(error) = connection.publish(&name, &payload, qos as u8, pkid, retain, headers) {
+            let reason = match error {
+                CodecError::TooLarge(_) => DropReason::TooLarge,
+                CodecError::Malformed(_) => DropReason::Invalid,
+            };
+            ctx.metrics.dropped(
+                reason,
+                format_args!("cannot publish {name:?} to the remote broker: {error}"),
+            );
+            if let Some(ack) = entry.ack {
+                ack.confirm();
             }
-            if let Some(Pending {
-                publish: Some(tracked),
-                ..
-            }) = self.outbox.pop_front()
-            {
-                self.outbox_publishes -= 1;
-                self.unsent.push_back(tracked);
+            return;
+        }
+        let sequence = self.next_sequence();
+        match qos {
+            QoS::AtMostOnce => {
+                self.unwritten
+                    .push_back((connection.encoded(), sequence, entry));
+            }
+            QoS::AtLeastOnce => {
+                self.unacked.insert(pkid, (sequence, Some(entry)));
             }
         }
     }
 
-    /// rumqttc wrote our next publish with packet id `pkid` (0 = QoS 0, done).
-    pub fn on_sent(&mut self, ctx: &BridgeContext, pkid: u16) {
-        let Some((sequence, entry)) = self.unsent.pop_front() else {
-            return;
-        };
-        if pkid == 0 {
-            if let Some(entry) = entry {
-                ctx.delivered(entry);
+    /// Encodes the bridge's retained state message (`1` or `0`) at QoS 1.
+    pub fn send_state(&mut self, topic: &str, up: bool, connection: &mut Connection) {
+        let payload = Bytes::from_static(if up { b"1" } else { b"0" });
+        let pkid = self.free_pkid();
+        let qos = QoS::AtLeastOnce as u8;
+        match connection.publish(topic, &payload, qos, pkid, true, Vec::new()) {
+            Ok(()) => {
+                let sequence = self.next_sequence();
+                self.unacked.insert(pkid, (sequence, None));
             }
-        } else {
-            self.unacked.insert(pkid, (sequence, entry));
+            Err(error) => {
+                tracing::warn!("Cannot publish the bridge's state to {topic:?}: {error}.")
+            }
+        }
+    }
+
+    /// A packet id for a SUBSCRIBE, in use until [`Egress::release`].
+    pub fn reserve(&mut self) -> u16 {
+        let pkid = self.free_pkid();
+        self.unacked.insert(pkid, (u64::MAX, None));
+        pkid
+    }
+
+    /// Frees a packet id taken by [`Egress::reserve`].
+    pub fn release(&mut self, pkid: u16) {
+        self.unacked.remove(&pkid);
+    }
+
+    /// QoS 0 messages whose bytes are now written (`written` bytes in all) are sent.
+    pub fn settle_written(&mut self, ctx: &BridgeContext, written: u64) {
+        if self
+            .unwritten
+            .front()
+            .is_none_or(|(end, ..)| *end > written)
+        {
+            return;
+        }
+        let now = Instant::now();
+        while let Some((end, ..)) = self.unwritten.front() {
+            if *end > written {
+                break;
+            }
+            if let Some((_, _, entry)) = self.unwritten.pop_front() {
+                ctx.delivered_at(entry, now);
+            }
         }
     }
 
@@ -172,19 +180,35 @@ impl Egress {
 
     /// Puts every unconfirmed message back at the front of the queue, in original order.
     pub fn give_back(self, ctx: &BridgeContext) {
-        let waiting = self
-            .outbox
+        let unwritten = self
+            .unwritten
             .into_iter()
-            .filter_map(|pending| pending.publish);
+            .map(|(_, sequence, entry)| (sequence, entry));
         let mut entries: Vec<(u64, Outbound)> = self
             .unacked
             .into_values()
-            .chain(self.unsent)
-            .chain(waiting)
             .filter_map(|(sequence, entry)| entry.map(|entry| (sequence, entry)))
+            .chain(unwritten)
             .collect();
         entries.sort_unstable_by_key(|(sequence, _)| *sequence);
         ctx.outbound
             .requeue_front(entries.into_iter().map(|(_, entry)| entry).collect());
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        sequence
+    }
+
+    /// The next packet id (1 to 65535) not in use. Callers keep fewer than 65535 in use
+    /// (the window), so one is always free.
+    fn free_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            if !self.unacked.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use switchyard_api::{
     envelope, Ack, AckOutcome, BridgeContext, DropReason, Format, Message, QoS, Topic,
 };
 
-use super::client::IncomingPublish;
+use super::packets::IncomingPublish;
 
 /// An acknowledgement the broker is owed once the hub's destinations settle.
 pub struct Settled {

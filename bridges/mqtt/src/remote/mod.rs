@@ -5,38 +5,47 @@
 //! retained state, and then moves messages both ways until the connection ends. The hub's
 //! supervisor reconnects with backoff by calling `run` again. `mqtts://` and `wss://`
 //! addresses connect with rustls, configured once at build time by `tls.rs`.
+//!
+//! The connection is switchyard's own (`connection.rs`, with rumqttc's packet codecs):
+//! the bridge's task encodes a whole batch of messages into one buffer and writes it in
+//! one go, and reads the broker's acknowledgements in large reads.
 
-mod client;
 mod config;
+mod connection;
 mod egress;
 mod ingress;
+mod packets;
 mod tls;
-mod v4;
-mod v5;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchyard_api::subscription::mqtt_filter;
 use switchyard_api::{
     AckOutcome, BoxFuture, Bridge, BridgeContext, BridgeError, BridgeSpec, BridgeType, Format,
     Naming, Rule, SettingError,
 };
-use tokio::sync::mpsc;
 
-use client::{Connection, Endpoint, RemoteClient, RemoteEvent, StateTopic};
-use config::RemoteSettings;
+use crate::codec::Protocol;
+use config::{Protocol as ProtocolSetting, RemoteSettings};
+use connection::{Connection, Endpoint, Event, Opened};
 use egress::Egress;
 use ingress::{Ingress, Received};
+use packets::ConnectRequest;
 
 /// Most queued messages taken per round while the inflight window has room.
 const SEND_BATCH: usize = 64;
 
-/// How soon requests rumqttc could not take are offered again.
-const OUTBOX_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+/// Most bytes encoded ahead of the socket: no more messages are taken from the hub's
+/// queue while this much waits to be written.
+const MAX_UNWRITTEN: usize = 1024 * 1024;
 
 /// How long a stopping bridge waits for its last packets to reach the broker.
-const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(2);
+const FLUSH_ON_STOP: Duration = Duration::from_secs(2);
+
+/// How long a persistent MQTT 5 session outlives the connection on the broker (a week).
+const SESSION_EXPIRY_SECONDS: u32 = 7 * 24 * 3600;
 
 /// The `mqtt` bridge type.
 pub struct MqttClientType;
@@ -103,144 +112,140 @@ impl RemoteBridge {
     async fn connect_and_serve(&self, ctx: &BridgeContext) -> Result<(), BridgeError> {
         let index = self.next_address.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         let endpoint = &self.endpoints[index];
-        let client_id = self.settings.client_id(&ctx.hub_name, &ctx.name);
-        let state = self.settings.notifications.then(|| StateTopic {
-            topic: self.settings.notification_topic.clone().unwrap_or_else(|| {
-                format!("switchyard/{}/bridges/{}/state", ctx.hub_name, ctx.name)
-            }),
-        });
-        let Connection {
-            client,
-            mut events,
-            poller,
-        } = client::connect(&self.settings, endpoint, &client_id, state.as_ref());
-        let mut poller = tokio::spawn(poller);
-        let mut egress = Egress::new(self.format, self.settings.max_inflight);
-        let result = self
-            .serve(ctx, &*client, &mut events, &mut egress, state.as_ref())
-            .await;
-        egress.give_back(ctx);
-        let flushed = if matches!(result, Ok(Ok(()))) {
-            // Stopping: let the last state message and DISCONNECT reach the broker.
-            tokio::time::timeout(FLUSH_ON_STOP, &mut poller).await.ok()
-        } else {
-            None
-        };
-        let ended = match flushed {
-            Some(ended) => ended,
-            None => {
-                poller.abort();
-                poller.await
-            }
-        };
-        let result = match (result, ended) {
-            // The events stopped because the connection ended: report why.
-            (Err(ConnectionEnded), Ok(reason)) => Err(reason),
-            (Err(ConnectionEnded), Err(_)) => Err(BridgeError::Protocol(
-                "the connection to the broker ended".to_owned(),
-            )),
-            (Ok(outcome), _) => outcome,
-        };
-        result.map_err(|error| match error {
-            BridgeError::Protocol(reason) => {
-                let address = &endpoint.address;
-                BridgeError::Protocol(format!("{}:{}: {reason}", address.host, address.port))
-            }
-            other => other,
-        })
+        self.session(ctx, endpoint)
+            .await
+            .map_err(|error| match error {
+                BridgeError::Protocol(reason) => {
+                    let address = &endpoint.address;
+                    BridgeError::Protocol(format!("{}:{}: {reason}", address.host, address.port))
+                }
+                other => other,
+            })
     }
 
-    /// Runs one session. `Err(ConnectionEnded)` means the event stream closed.
+    /// One connection, from CONNECT until it ends or the hub stops.
+    async fn session(&self, ctx: &BridgeContext, endpoint: &Endpoint) -> Result<(), BridgeError> {
+        let client_id = self.settings.client_id(&ctx.hub_name, &ctx.name);
+        let state = self.settings.notifications.then(|| {
+            self.settings.notification_topic.clone().unwrap_or_else(|| {
+                format!("switchyard/{}/bridges/{}/state", ctx.hub_name, ctx.name)
+            })
+        });
+        let keep_alive = self.settings.keep_alive();
+        let protocol = match self.settings.protocol {
+            ProtocolSetting::V5 => Protocol::V5,
+            ProtocolSetting::V4 => Protocol::V4,
+        };
+        let request = ConnectRequest {
+            client_id: &client_id,
+            keep_alive: u16::try_from(keep_alive.as_secs()).unwrap_or(u16::MAX),
+            clean_start: self.settings.clean_session,
+            credentials: self.settings.credentials(),
+            will_topic: state.as_deref(),
+            session_expiry: (!self.settings.clean_session).then_some(SESSION_EXPIRY_SECONDS),
+        };
+        let connect_timeout = self.settings.connect_timeout.0;
+        let opened = Connection::open(endpoint, protocol, &request, keep_alive);
+        let Opened {
+            mut connection,
+            session_present,
+            receive_maximum,
+        } = tokio::time::timeout(connect_timeout, opened)
+            .await
+            .map_err(|_| {
+                BridgeError::Protocol(format!(
+                    "no CONNACK within {connect_timeout:?} (connect_timeout)"
+                ))
+            })??;
+        tracing::info!(bridge = %ctx.name, session_present, "Connected to the remote broker.");
+        let window = match receive_maximum {
+            Some(limit) => self.settings.max_inflight.min(limit),
+            None => self.settings.max_inflight,
+        };
+        let mut egress = Egress::new(self.format, usize::from(window));
+        let result = self
+            .serve(ctx, &mut connection, &mut egress, state.as_deref())
+            .await;
+        egress.give_back(ctx);
+        result
+    }
+
+    /// Subscribes, publishes the state, then moves messages both ways until the
+    /// connection ends (an error) or the hub stops (`Ok`). The bridge is up once the
+    /// broker has granted every subscription.
     async fn serve(
         &self,
         ctx: &BridgeContext,
-        client: &dyn RemoteClient,
-        events: &mut mpsc::Receiver<RemoteEvent>,
+        connection: &mut Connection,
         egress: &mut Egress,
-        state: Option<&StateTopic>,
-    ) -> Result<Result<(), BridgeError>, ConnectionEnded> {
-        let connect_timeout = self.settings.connect_timeout.0;
-        match tokio::time::timeout(connect_timeout, events.recv()).await {
-            Ok(Some(RemoteEvent::Connected { session_present })) => {
-                tracing::info!(bridge = %ctx.name, session_present, "Connected to the remote broker.");
-            }
-            Ok(Some(_)) | Ok(None) => return Err(ConnectionEnded),
-            Err(_) => {
-                return Ok(Err(BridgeError::Protocol(format!(
-                    "no CONNACK within {connect_timeout:?}"
-                ))))
-            }
-        }
-        if let Err(error) = self.start_session(ctx, client, egress, state).await {
-            return Ok(Err(error));
-        }
-        ctx.metrics.set_up(true);
-        let mut ingress = Ingress::new(self.format);
-        let mut batch = Vec::with_capacity(SEND_BATCH);
-        loop {
-            egress.flush(client);
-            let room = egress.room().min(SEND_BATCH);
-            tokio::select! {
-                () = ctx.shutdown.cancelled() => {
-                    if let Some(state) = state {
-                        egress.send_state(&state.topic, false);
-                    }
-                    egress.flush(client);
-                    client.try_disconnect();
-                    return Ok(Ok(()));
-                }
-                event = events.recv() => match event {
-                    None => return Err(ConnectionEnded),
-                    Some(RemoteEvent::Publish(publish)) => {
-                        let (qos, pkid) = (publish.qos, publish.pkid);
-                        if let Received::AckNow = ingress.receive(ctx, publish).await {
-                            if qos > 0 {
-                                egress.acknowledge(qos, pkid);
-                            }
-                        }
-                    }
-                    Some(RemoteEvent::Sent(pkid)) => egress.on_sent(ctx, pkid),
-                    Some(RemoteEvent::PubAck { pkid, refusal }) => egress.on_puback(ctx, pkid, refusal),
-                    Some(RemoteEvent::Connected { .. }) => {}
-                },
-                Some(settled) = ingress.next_settled(), if !ingress.is_idle() => {
-                    if settled.outcome == AckOutcome::Delivered {
-                        egress.acknowledge(settled.qos, settled.pkid);
-                    }
-                }
-                _ = ctx.outbound.pop_batch(&mut batch, room), if room > 0 => {
-                    for entry in batch.drain(..) {
-                        egress.send(ctx, entry);
-                    }
-                }
-                // rumqttc's request channel was full: try again shortly, while events
-                // (which free it) keep being read.
-                () = tokio::time::sleep(OUTBOX_RETRY), if egress.has_backlog() => {}
-            }
-        }
-    }
-
-    /// Subscriptions and the state message, on every (re)connect.
-    async fn start_session(
-        &self,
-        ctx: &BridgeContext,
-        client: &dyn RemoteClient,
-        egress: &mut Egress,
-        state: Option<&StateTopic>,
+        state: Option<&str>,
     ) -> Result<(), BridgeError> {
         // No-local is a protocol error on a shared subscription (MQTT 5, 3.8.3.1): there the
         // hops and origin properties keep a `both` rule from looping.
         let no_local = self.settings.share_group.is_none();
+        let mut subscribing = Vec::new();
         for rule in ctx.rules.inbound_rules() {
             let filter = self.settings.subscription(mqtt_filter(rule));
-            client.subscribe(filter, rule.qos, no_local).await?;
+            let pkid = egress.reserve();
+            connection.subscribe(pkid, &filter, rule.qos as u8, no_local)?;
+            subscribing.push((pkid, filter));
         }
-        if let Some(state) = state {
-            egress.send_state(&state.topic, true);
+        if let Some(topic) = state {
+            egress.send_state(topic, true, connection);
         }
-        Ok(())
+        ctx.metrics.set_up(subscribing.is_empty());
+        let mut ingress = Ingress::new(self.format);
+        let mut batch = Vec::with_capacity(SEND_BATCH);
+        loop {
+            let room = if connection.unwritten() < MAX_UNWRITTEN {
+                egress.room().min(SEND_BATCH)
+            } else {
+                0
+            };
+            tokio::select! {
+                () = ctx.shutdown.cancelled() => {
+                    if let Some(topic) = state {
+                        egress.send_state(topic, false, connection);
+                    }
+                    // The last words are best effort: the hub is stopping.
+                    let _ = tokio::time::timeout(FLUSH_ON_STOP, connection.close()).await;
+                    return Ok(());
+                }
+                event = connection.next_event() => match event? {
+                    Event::Publish(publish) => {
+                        let (qos, pkid) = (publish.qos, publish.pkid);
+                        if let Received::AckNow = ingress.receive(ctx, publish).await {
+                            if qos > 0 {
+                                connection.acknowledge(qos, pkid)?;
+                            }
+                        }
+                    }
+                    Event::PubAck { pkid, refusal } => egress.on_puback(ctx, pkid, refusal),
+                    Event::SubAck { pkid, refusal } => {
+                        if let Some(at) = subscribing.iter().position(|(id, _)| *id == pkid) {
+                            let (_, filter) = subscribing.swap_remove(at);
+                            egress.release(pkid);
+                            if let Some(reason) = refusal {
+                                return Err(BridgeError::Protocol(format!(
+                                    "the broker refused the subscription to {filter:?}: {reason}"
+                                )));
+                            }
+                            ctx.metrics.set_up(subscribing.is_empty());
+                        }
+                    }
+                    Event::Written => egress.settle_written(ctx, connection.written()),
+                },
+                Some(settled) = ingress.next_settled(), if !ingress.is_idle() => {
+                    if settled.outcome == AckOutcome::Delivered {
+                        connection.acknowledge(settled.qos, settled.pkid)?;
+                    }
+                }
+                _ = ctx.outbound.pop_batch(&mut batch, room), if room > 0 => {
+                    for entry in batch.drain(..) {
+                        egress.send(ctx, entry, connection);
+                    }
+                }
+            }
+        }
     }
 }
-
-/// The event stream closed: the connection is gone (the poller knows why).
-struct ConnectionEnded;

@@ -1,26 +1,25 @@
 //! TLS for `mqtts://` and `wss://`: the bridge's `tls = { ... }` settings become one rustls
-//! client configuration ([`client_config`]), read once when the bridge is built, and every
-//! address of the failover list gets its rumqttc transport.
+//! client configuration ([`client_config`]), read once when the bridge is built, and
+//! every address of the failover list that needs it gets it.
 
 use std::sync::Arc;
 
-use rumqttc::{TlsConfiguration, Transport};
 use switchyard_api::tls::TlsSettings;
 use switchyard_api::tls_client::client_config;
 use switchyard_api::SettingError;
 
-use super::client::Endpoint;
+use super::connection::Endpoint;
 
 use super::config::BrokerAddress;
 
-/// Pairs every address with its transport; the TLS configuration is built (and its files
-/// read) only when an address needs it.
+/// Pairs every address with its TLS configuration, if it uses TLS; the configuration is
+/// built (and its files read) only when an address needs it.
 pub fn endpoints(
     settings: &TlsSettings,
     addresses: Vec<BrokerAddress>,
 ) -> Result<Vec<Endpoint>, SettingError> {
     let tls = if addresses.iter().any(|address| address.tls) {
-        Some(TlsConfiguration::Rustls(Arc::new(client_config(settings)?)))
+        Some(Arc::new(client_config(settings)?))
     } else if settings.is_set() {
         return Err(SettingError::new(
             "tls",
@@ -31,15 +30,9 @@ pub fn endpoints(
     };
     Ok(addresses
         .into_iter()
-        .map(|address| {
-            // `tls` is built above whenever an address needs it.
-            let transport = match (&tls, address.tls, address.websocket_url.is_some()) {
-                (Some(tls), true, false) => Transport::Tls(tls.clone()),
-                (Some(tls), true, true) => Transport::Wss(tls.clone()),
-                (_, _, true) => Transport::Ws,
-                (_, _, false) => Transport::Tcp,
-            };
-            Endpoint { address, transport }
+        .map(|address| Endpoint {
+            tls: tls.clone().filter(|_| address.tls),
+            address,
         })
         .collect())
 }
@@ -70,17 +63,15 @@ mod tests {
             addresses(&["mqtt://a", "ws://a/mqtt", "mqtts://a", "wss://a/mqtt"]),
         )
         .unwrap();
-        let kinds: Vec<&str> = endpoints
+        let kinds: Vec<(bool, bool)> = endpoints
             .iter()
-            .map(|endpoint| match endpoint.transport {
-                Transport::Tcp => "tcp",
-                Transport::Tls(_) => "tls",
-                Transport::Ws => "ws",
-                Transport::Wss(_) => "wss",
-                _ => "other",
+            .map(|endpoint| {
+                let websocket = endpoint.address.websocket_url.is_some();
+                (endpoint.tls.is_some(), websocket)
             })
             .collect();
-        assert_eq!(kinds, ["tcp", "ws", "tls", "wss"]);
+        let expected = [(false, false), (false, true), (true, false), (true, true)];
+        assert_eq!(kinds, expected);
     }
 
     #[test]
