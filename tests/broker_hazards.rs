@@ -213,7 +213,7 @@ client.on_subscribe = on_subscribe
 client.on_publish = on_publish
 client.on_message = on_message
 client.on_disconnect = on_disconnect
-client.connect("127.0.0.1", options["port"], keepalive=30)
+client.connect("127.0.0.1", options["port"], keepalive=options["keepalive"])
 client.loop_start()
 for line in sys.stdin:
     command = json.loads(line)
@@ -245,7 +245,19 @@ impl Paho {
     /// Connects (MQTT `version` 4 or 5, `transport` "tcp" or "websockets") and waits for
     /// a successful CONNACK.
     async fn connect(port: u16, id: &str, version: u8, transport: &str) -> Paho {
-        let options = json!({"id": id, "port": port, "version": version, "transport": transport});
+        Paho::connect_keeping_alive(port, id, version, transport, 30).await
+    }
+
+    /// [`Paho::connect`] with a keepalive of `keep_alive` seconds.
+    async fn connect_keeping_alive(
+        port: u16,
+        id: &str,
+        version: u8,
+        transport: &str,
+        keep_alive: u16,
+    ) -> Paho {
+        let options = json!({"id": id, "port": port, "version": version, "transport": transport,
+                             "keepalive": keep_alive});
         let mut child = Command::new(python())
             .args(["-c", PAHO_AGENT, &options.to_string()])
             .stdin(Stdio::piped())
@@ -757,52 +769,122 @@ async fn a_slow_consumer_is_disconnected_when_configured() {
     broker.assert_up().await;
 }
 
+// ---- clients held back by a stalled destination ----------------------------------------
+
+/// The counter of messages the hub delivered to the stalled destination.
+const SENT_CENTRAL: &str = r#"switchyard_messages_sent_total{bridge="central"}"#;
+
+/// `max_inflight` of [`StalledDestination`]: the third QoS 1 publish that waits for the
+/// destination holds its client back.
+const HELD_MAX_INFLIGHT: u16 = 2;
+
+/// A hub whose `mqtt-server` passes `held/#` in to an `mqtt` bridge called `central`,
+/// whose Mosquitto sits behind a paused proxy: every QoS 1 publish to `held/#` waits for
+/// the destination until [`TcpProxy::resume`](support::proxy::TcpProxy::resume).
+struct StalledDestination {
+    hub: Hub,
+    /// The `mqtt-server`'s TCP port.
+    tcp: u16,
+    proxy: support::proxy::TcpProxy,
+    _central: support::Mosquitto,
+}
+
+impl StalledDestination {
+    /// Starts it with the proxy paused; `extra` adds keys to the `mqtt-server`'s table.
+    fn start(extra: &str) -> StalledDestination {
+        let central = support::Mosquitto::start();
+        let [admin, tcp, proxy_port] = free_ports::<3>();
+        let proxy = support::proxy::TcpProxy::start(proxy_port, central.addr());
+        let config = format!(
+            r##"
+            [admin]
+            listen = "127.0.0.1:{admin}"
+            [bridges.mqtt]
+            type = "mqtt-server"
+            listen = "127.0.0.1:{tcp}"
+            max_inflight = {HELD_MAX_INFLIGHT}
+            {extra}
+            [[bridges.mqtt.topics]]
+            pattern = "held/#"
+            direction = "in"
+            qos = 1
+            [bridges.central]
+            type = "mqtt"
+            url = "mqtt://127.0.0.1:{proxy_port}"
+            [[bridges.central.topics]]
+            pattern = "held/#"
+            direction = "out"
+            qos = 1
+            "##
+        );
+        let hub = Hub::start(&config, admin);
+        proxy.pause();
+        StalledDestination {
+            hub,
+            tcp,
+            proxy,
+            _central: central,
+        }
+    }
+
+    /// A raw client with a keepalive of `keep_alive` seconds, connected.
+    async fn client(&self, client_id: &str, keep_alive: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", self.tcp)).await;
+        let mut client = RawClient::connect_keeping_alive(stream, client_id, keep_alive).await;
+        assert_eq!(client.connack().await, rumqttc::ConnectReturnCode::Success);
+        client
+    }
+
+    /// Messages delivered to the destination so far.
+    async fn sent(&self) -> f64 {
+        self.hub.metric_async(SENT_CENTRAL).await.unwrap_or(0.0)
+    }
+}
+
+impl RawClient {
+    /// Sends QoS 1 publishes to `held/x` with packet identifiers 1 to `count`.
+    async fn publish_held(&mut self, count: u16, payload_bytes: usize) {
+        for pkid in 1..=count {
+            let payload = vec![pkid as u8; payload_bytes];
+            let mut publish = rumqttc::Publish::new("held/x", rumqttc::QoS::AtLeastOnce, payload);
+            publish.pkid = pkid;
+            self.send(rumqttc::Packet::Publish(publish)).await;
+        }
+    }
+
+    /// Reads PUBACKs, and nothing else, until packet identifiers 1 to `count` are all
+    /// acknowledged.
+    async fn assert_acknowledged(&mut self, count: u16) {
+        let mut acknowledged = Vec::new();
+        while acknowledged.len() < usize::from(count) {
+            match self.read().await {
+                Some(rumqttc::Packet::PubAck(ack)) => acknowledged.push(ack.pkid),
+                other => panic!("expected PUBACK, got {other:?} after {acknowledged:?}"),
+            }
+        }
+        acknowledged.sort_unstable();
+        assert_eq!(acknowledged, (1..=count).collect::<Vec<_>>());
+    }
+}
+
 /// A client whose QoS 1 publishes wait for a stalled destination is held back: the server
-/// stops reading it once `max_inflight` acknowledgements are pending. The client then
-/// waits for PUBACKs, and its keepalive must not run out meanwhile (it did: the server
-/// ended such sessions after 1.5 keepalives). Here the destination is a Mosquitto behind
-/// a paused proxy; once the proxy resumes, every publish is acknowledged.
+/// stops handing its packets to the hub once `max_inflight` acknowledgements are pending,
+/// and stops reading it once the packets it keeps for later reach about `max_payload`.
+/// The client then waits for PUBACKs, and its keepalive must not run out meanwhile (it
+/// did: the server ended such sessions after 1.5 keepalives). This client never pings,
+/// and sends enough to fill what the server keeps, so the server stops reading it. Here
+/// the destination is a Mosquitto behind a paused proxy; once the proxy resumes, every
+/// publish is acknowledged.
 #[tokio::test]
 async fn a_client_held_back_by_a_stalled_destination_keeps_its_session() {
-    const PUBLISHES: u16 = 6;
     const KEEP_ALIVE_SECONDS: u16 = 1;
-    let central = support::Mosquitto::start();
-    let [admin, tcp, proxy_port] = free_ports::<3>();
-    let proxy = support::proxy::TcpProxy::start(proxy_port, central.addr());
-    let config = format!(
-        r##"
-        [admin]
-        listen = "127.0.0.1:{admin}"
-        [bridges.mqtt]
-        type = "mqtt-server"
-        listen = "127.0.0.1:{tcp}"
-        max_inflight = 2
-        [[bridges.mqtt.topics]]
-        pattern = "held/#"
-        direction = "in"
-        qos = 1
-        [bridges.central]
-        type = "mqtt"
-        url = "mqtt://127.0.0.1:{proxy_port}"
-        [[bridges.central.topics]]
-        pattern = "held/#"
-        direction = "out"
-        qos = 1
-        "##
-    );
-    let hub = Hub::start(&config, admin);
-    proxy.pause();
-
-    let stream = TcpStream::connect(("127.0.0.1", tcp)).await;
-    let mut client =
-        RawClient::connect_keeping_alive(stream, "held-back", KEEP_ALIVE_SECONDS).await;
-    assert_eq!(client.connack().await, rumqttc::ConnectReturnCode::Success);
-    for pkid in 1..=PUBLISHES {
-        let mut publish =
-            rumqttc::Publish::new("held/x", rumqttc::QoS::AtLeastOnce, vec![pkid as u8]);
-        publish.pkid = pkid;
-        client.send(rumqttc::Packet::Publish(publish)).await;
-    }
+    // The server keeps up to about max_payload + 68 KiB (its largest packet) for later:
+    // ten publishes of 8 KiB fill that behind the two in flight; the rest stay unread.
+    const PAYLOAD: usize = 8 * 1024;
+    const PUBLISHES: u16 = 16;
+    let stalled = StalledDestination::start(r#"max_payload = "8KiB""#);
+    let mut client = stalled.client("held-back", KEEP_ALIVE_SECONDS).await;
+    client.publish_held(PUBLISHES, PAYLOAD).await;
     // Three keepalives of silence from the client while it waits: the session must
     // outlast them (before the fix it ended after 1.5). Nothing may arrive meanwhile.
     let held = Duration::from_secs(3 * u64::from(KEEP_ALIVE_SECONDS));
@@ -812,19 +894,99 @@ async fn a_client_held_back_by_a_stalled_destination_keeps_its_session() {
         "nothing arrives while the destination stalls, and the session stays: {early:?}"
     );
 
-    proxy.resume();
-    let mut acknowledged = Vec::new();
-    while acknowledged.len() < usize::from(PUBLISHES) {
-        match client.read().await {
-            Some(rumqttc::Packet::PubAck(ack)) => acknowledged.push(ack.pkid),
-            other => panic!("expected PUBACK, got {other:?} after {acknowledged:?}"),
+    stalled.proxy.resume();
+    client.assert_acknowledged(PUBLISHES).await;
+    assert_eq!(stalled.sent().await, f64::from(PUBLISHES));
+}
+
+/// A held-back client that pings, as real clients do, gets its PINGRESPs while it waits:
+/// clients close a connection whose PINGRESP does not come within about one keepalive
+/// (they did, since the server read nothing behind the client's publishes).
+#[tokio::test]
+async fn a_held_back_client_gets_pingresp_while_it_waits() {
+    const KEEP_ALIVE: Duration = Duration::from_secs(1);
+    const PUBLISHES: u16 = 3 * HELD_MAX_INFLIGHT;
+    let stalled = StalledDestination::start("");
+    let mut client = stalled.client("pinging", KEEP_ALIVE.as_secs() as u16).await;
+    client.publish_held(PUBLISHES, 16).await;
+
+    // Pings at twice the keepalive's rate, for three keepalives: each is answered within a
+    // keepalive, and nothing else arrives.
+    let held_since = tokio::time::Instant::now();
+    let mut answered = 0;
+    while held_since.elapsed() < 3 * KEEP_ALIVE {
+        // The client's own pace, not a wait for the server.
+        tokio::time::sleep(KEEP_ALIVE / 2).await;
+        client.send(rumqttc::Packet::PingReq).await;
+        match timeout(KEEP_ALIVE, client.read()).await {
+            Ok(Some(rumqttc::Packet::PingResp)) => answered += 1,
+            other => panic!("expected PINGRESP after {answered} answered pings, got {other:?}"),
         }
     }
-    acknowledged.sort_unstable();
-    assert_eq!(acknowledged, (1..=PUBLISHES).collect::<Vec<_>>());
     assert_eq!(
-        hub.metric_async(r#"switchyard_messages_sent_total{bridge="central"}"#)
-            .await,
-        Some(f64::from(PUBLISHES))
+        stalled.sent().await,
+        0.0,
+        "the destination stalled throughout"
     );
+
+    stalled.proxy.resume();
+    client.assert_acknowledged(PUBLISHES).await;
+    assert_eq!(stalled.sent().await, f64::from(PUBLISHES));
+}
+
+/// A DISCONNECT behind held-back publishes waits for them: the session ends only after
+/// every publish before it went to the hub, so every one reaches the destination.
+#[tokio::test]
+async fn a_disconnect_behind_held_back_publishes_keeps_its_place() {
+    const PUBLISHES: u16 = 3 * HELD_MAX_INFLIGHT;
+    let stalled = StalledDestination::start("");
+    let mut client = stalled.client("disconnecting", 0).await;
+    client.publish_held(PUBLISHES, 16).await;
+    client.send(rumqttc::Packet::PingReq).await;
+    client.send(rumqttc::Packet::Disconnect).await;
+    // The PINGRESP shows the server reads behind the held publishes; the DISCONNECT
+    // follows in the same stream, and must not end the session while they wait.
+    match client.read().await {
+        Some(rumqttc::Packet::PingResp) => {}
+        other => panic!("expected PINGRESP, got {other:?}"),
+    }
+    let early = timeout(Duration::from_secs(1), client.read()).await;
+    assert!(
+        early.is_err(),
+        "the session waits for the held publishes: {early:?}"
+    );
+
+    stalled.proxy.resume();
+    assert!(client.closed_by_server().await);
+    stalled
+        .hub
+        .wait_for_metric_async(SENT_CENTRAL, |sent| sent == f64::from(PUBLISHES), WAIT)
+        .await;
+}
+
+/// paho-mqtt with a keepalive of 1 s, held back for four keepalives, keeps its
+/// connection (it closed it after about two: no PINGRESP came), and every publish is
+/// acknowledged once the destination resumes.
+#[tokio::test]
+async fn paho_held_back_keeps_its_connection() {
+    const PUBLISHES: u64 = 3 * HELD_MAX_INFLIGHT as u64;
+    let stalled = StalledDestination::start("");
+    let mut paho = Paho::connect_keeping_alive(stalled.tcp, "paho-held", 4, "tcp", 1).await;
+    for index in 0..PUBLISHES {
+        let command = json!({"op": "publish", "topic": "held/paho", "payload": index.to_string(),
+                             "qos": 1, "retain": false, "properties": []});
+        paho.command(command).await;
+    }
+    // Any disconnection within four keepalives fails the test; a timeout is the success.
+    let held = timeout(Duration::from_secs(4), paho.next("published")).await;
+    assert!(
+        held.is_err(),
+        "no PUBACK while the destination stalls: {held:?}"
+    );
+
+    stalled.proxy.resume();
+    for _ in 0..PUBLISHES {
+        paho.next("published").await;
+    }
+    assert_eq!(stalled.sent().await, PUBLISHES as f64);
 }

@@ -65,7 +65,9 @@ pub struct MqttServerSettings {
     pub slow_client: SlowClient,
     /// QoS 1 messages sent to one client and not yet acknowledged; the server waits for
     /// PUBACKs beyond it. Also the most QoS 1/2 messages from one client that may wait for
-    /// the hub's confirmation before the server stops reading from that client.
+    /// the hub's confirmation (MQTT 5 clients hear it as Receive Maximum). Beyond it, the
+    /// client's further packets wait (up to about `max_payload` + 68 KiB of them, then the
+    /// server stops reading it); only its PINGREQs and acknowledgements are handled.
     #[serde(default = "default_max_inflight")]
     pub max_inflight: usize,
     /// Time a new connection has to complete the WebSocket handshake and to send CONNECT.

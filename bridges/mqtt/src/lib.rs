@@ -14,6 +14,7 @@
 //!   connection.
 //! - [`websocket`]: the WebSocket handshake and the byte-stream adapter.
 //! - [`session`]: one connection from CONNECT to close.
+//! - [`held`]: a held-back client's packets that wait, in order, for room in the window.
 //! - [`access`]: who may connect, publish and subscribe (the hook for users and ACLs).
 //! - [`clients`]: connected client identifiers: the connection limit and takeover.
 //! - [`ingress`]: client PUBLISH and will messages into the hub, with acknowledgements.
@@ -27,6 +28,7 @@ pub mod clients;
 pub mod codec;
 pub mod config;
 pub mod egress;
+pub mod held;
 pub mod incoming;
 pub mod ingress;
 pub mod listener;

@@ -4,7 +4,10 @@
 //! A session is one task with one `select!` loop: bytes from the client, acknowledgements
 //! settling in the hub, messages from the client's queue, the keepalive deadline, and the
 //! reasons to stop (shutdown, takeover by a newer connection with the same client
-//! identifier, being too slow). Sessions are not kept after a connection ends: a client
+//! identifier, being too slow). While `max_inflight` of the client's publishes wait for
+//! the hub, the client is held back: its PINGREQs and acknowledgements are still handled,
+//! its other packets wait in order in [`Held`], and the session stops reading only once
+//! that queue is full. Sessions are not kept after a connection ends: a client
 //! that connects with clean session (3.1.1) / clean start (5) off is accepted, but always
 //! starts afresh (CONNACK session present = 0), and MQTT 5 clients are told so with a
 //! session expiry interval of 0.
@@ -34,6 +37,7 @@ use crate::codec::{
 };
 use crate::config::MqttServerSettings;
 use crate::egress::Egress;
+use crate::held::Held;
 use crate::incoming::{Connect, FilterRequest, Incoming};
 use crate::ingress::{Ingress, Settled, Violation};
 
@@ -249,6 +253,8 @@ where
         input,
         output,
         read_size: MIN_READ,
+        // As much as the largest packet a client may send, which `input` may hold anyway.
+        held: Held::new(settings.max_packet()),
     };
     let ending = match accepted {
         Ok(()) => session.run(handle, &taken_over).await,
@@ -363,6 +369,8 @@ struct Session<T> {
     read_size: usize,
     ingress: Ingress,
     egress: Egress,
+    /// Packets that wait while the client is held back.
+    held: Held,
     /// 1.5 times the client's keepalive; `None` when it asked for none.
     keep_alive: Option<Duration>,
 }
@@ -370,7 +378,6 @@ struct Session<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
     async fn run(&mut self, mut handle: ClientHandle, taken_over: &CancellationToken) -> Ending {
         let broker = Arc::clone(&self.broker);
-        let max_pending = broker.settings.max_inflight;
         let mut deadline = self.keep_alive.map(|limit| Instant::now() + limit);
         // Packets that arrived together with CONNECT.
         if let Err(ending) = self.process_input().await {
@@ -383,11 +390,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                 }
             }
             self.input.reserve(self.read_size);
-            let can_read = self.ingress.pending() < max_pending;
+            let can_read = !self.held.is_full();
             if !can_read {
-                // The client waits for acknowledgements (its PINGREQs wait unread behind
-                // its publishes): the time the server does not read is not the client's
-                // silence.
+                // The client is held back and what it sent fills the held queue (its
+                // PINGREQs wait unread behind it): the time the server does not read is
+                // not the client's silence.
                 deadline = self.keep_alive.map(|limit| Instant::now() + limit);
             }
             let can_take = self.egress.can_take();
@@ -405,6 +412,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     // syscall per PUBACK was the biggest cost of a QoS 1 publisher.
                     while let Some(settled) = self.ingress.next_settled().now_or_never() {
                         if let Err(ending) = self.answer(settled) {
+                            return ending;
+                        }
+                    }
+                    // The window has room again: what waited goes first.
+                    if !self.held.is_empty() {
+                        if let Err(ending) = self.process_input().await {
                             return ending;
                         }
                     }
@@ -468,10 +481,30 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
         Ok(())
     }
 
-    /// Handles every whole packet in `input`.
+    /// Whether `max_inflight` of the client's publishes wait for the hub (the client is
+    /// held back).
+    fn window_full(&self) -> bool {
+        self.ingress.pending() >= self.broker.settings.max_inflight
+    }
+
+    /// Handles held packets while the window has room, then every whole packet in
+    /// `input`; while the client is held back, packets that must wait go to the held
+    /// queue, and decoding stops once it is full. Afterwards, whole packets remain in
+    /// `input` only when the held queue is full.
     async fn process_input(&mut self) -> Result<(), Ending> {
+        while !self.window_full() {
+            let Some(packet) = self.held.pop() else {
+                break;
+            };
+            self.handle_packet(packet).await?;
+        }
         let max_packet = self.broker.settings.max_packet();
         loop {
+            let holding = !self.held.is_empty() || self.window_full();
+            if holding && self.held.is_full() {
+                break;
+            }
+            let before = self.input.len();
             let packet = match self.protocol.decode(&mut self.input, max_packet) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => break,
@@ -496,7 +529,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Session<T> {
                     }));
                 }
             };
-            self.handle_packet(packet).await?;
+            if holding && Held::must_wait(&packet) {
+                self.held.push(packet, before - self.input.len());
+            } else {
+                self.handle_packet(packet).await?;
+            }
         }
         if self.input.is_empty() && self.input.capacity() > SHRINK_ABOVE {
             self.input = BytesMut::new();
