@@ -197,6 +197,8 @@ impl RemoteBridge {
         let mut ingress = Ingress::new(self.format);
         let mut batch = Vec::with_capacity(SEND_BATCH);
         loop {
+            // Bytes may have left during any event, not only `Written`.
+            egress.settle_written(ctx, connection.written());
             let room = if connection.unwritten() < MAX_UNWRITTEN {
                 egress.room().min(SEND_BATCH)
             } else {
@@ -233,7 +235,8 @@ impl RemoteBridge {
                             ctx.metrics.set_up(subscribing.is_empty());
                         }
                     }
-                    Event::Written => egress.settle_written(ctx, connection.written()),
+                    // Settled at the top of the loop.
+                    Event::Written => {}
                 },
                 Some(settled) = ingress.next_settled(), if !ingress.is_idle() => {
                     if settled.outcome == AckOutcome::Delivered {
