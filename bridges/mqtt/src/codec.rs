@@ -132,7 +132,8 @@ fn v5_error(error: V5Error) -> CodecError {
     }
 }
 
-fn v4_qos(qos: u8) -> V4QoS {
+/// The MQTT 3.1.1 QoS of a level the hub uses (0, else 1).
+pub(crate) fn v4_qos(qos: u8) -> V4QoS {
     if qos == 0 {
         V4QoS::AtMostOnce
     } else {
@@ -140,7 +141,8 @@ fn v4_qos(qos: u8) -> V4QoS {
     }
 }
 
-fn v5_qos(qos: u8) -> V5QoS {
+/// The MQTT 5 QoS of a level the hub uses (0, else 1).
+pub(crate) fn v5_qos(qos: u8) -> V5QoS {
     if qos == 0 {
         V5QoS::AtMostOnce
     } else {

@@ -9,7 +9,7 @@ use rumqttc::mqttbytes::QoS as V4QoS;
 use rumqttc::v5::mqttbytes::v5;
 use rumqttc::v5::mqttbytes::QoS as V5QoS;
 
-use crate::codec::{CodecError, Protocol, WirePacket};
+use crate::codec::{v4_qos, v5_qos, CodecError, Protocol, WirePacket};
 
 /// The largest packet MQTT can frame (a remaining length of 268,435,455 bytes): the
 /// bridge announces no smaller limit, so the broker may send up to this.
@@ -150,22 +150,12 @@ pub fn encode_subscribe(
 ) -> Result<(), CodecError> {
     let packet = match protocol {
         Protocol::V4 => {
-            let level = if qos == 0 {
-                V4QoS::AtMostOnce
-            } else {
-                V4QoS::AtLeastOnce
-            };
-            let mut subscribe = v4::Subscribe::new(filter, level);
+            let mut subscribe = v4::Subscribe::new(filter, v4_qos(qos));
             subscribe.pkid = pkid;
             WirePacket::V4(v4::Packet::Subscribe(subscribe))
         }
         Protocol::V5 => {
-            let level = if qos == 0 {
-                V5QoS::AtMostOnce
-            } else {
-                V5QoS::AtLeastOnce
-            };
-            let mut wanted = v5::Filter::new(filter, level);
+            let mut wanted = v5::Filter::new(filter, v5_qos(qos));
             wanted.nolocal = no_local;
             wanted.preserve_retain = true;
             let mut subscribe = v5::Subscribe::new(wanted, None);
