@@ -279,11 +279,7 @@ impl Connection {
                     .protocol
                     .encode_pubcomp(&mut self.output, pkid)
                     .map_err(|error| encoding_failed("PUBCOMP", error))?,
-                FromBroker::Disconnect(reason) => {
-                    return Err(BridgeError::Protocol(format!(
-                        "the broker closed the connection: {reason}"
-                    )))
-                }
+                FromBroker::Disconnect(reason) => return Err(closed_by_broker(&reason)),
                 FromBroker::ConnAck(_) => {
                     return Err(BridgeError::Protocol(
                         "the broker sent a second CONNACK".to_owned(),
@@ -311,9 +307,7 @@ impl Connection {
             match self.take_packet()? {
                 Some(FromBroker::ConnAck(ack)) => return Poll::Ready(Ok(ack)),
                 Some(FromBroker::Disconnect(reason)) => {
-                    return Poll::Ready(Err(BridgeError::Protocol(format!(
-                        "the broker closed the connection: {reason}"
-                    ))))
+                    return Poll::Ready(Err(closed_by_broker(&reason)))
                 }
                 Some(other) => {
                     return Poll::Ready(Err(BridgeError::Protocol(format!(
@@ -409,6 +403,11 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// The broker's MQTT 5 DISCONNECT, with its reason.
+fn closed_by_broker(reason: &str) -> BridgeError {
+    BridgeError::Protocol(format!("the broker closed the connection: {reason}"))
 }
 
 fn write_failed(source: std::io::Error) -> BridgeError {
