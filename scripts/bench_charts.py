@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from bench_report import median_sweep, sweep_maxima  # noqa: E402
 
 # One colour per kind of variant, the same in every chart.
 COLOURS = {"direct": "#9e9e9e", "switchyard": "#1f77b4"}
@@ -32,8 +33,9 @@ def load(work):
     return [json.loads(line) for line in lines if line]
 
 
-def grouped_bars(ax, groups, log=False):
-    """groups: OrderedDict label -> OrderedDict variant -> value."""
+def grouped_bars(ax, groups, log=False, spread=None):
+    """groups: OrderedDict label -> OrderedDict variant -> value; spread, if given:
+    (label, variant) -> every value measured, drawn as a whisker from lowest to highest."""
     variants = []
     for values in groups.values():
         for variant in values:
@@ -41,16 +43,22 @@ def grouped_bars(ax, groups, log=False):
                 variants.append(variant)
     width = 0.8 / max(len(variants), 1)
     for i, variant in enumerate(variants):
-        xs, ys = [], []
-        for j, values in enumerate(groups.values()):
+        xs, ys, low, high = [], [], [], []
+        for j, (label, values) in enumerate(groups.items()):
             if variant in values:
                 xs.append(j + (i - (len(variants) - 1) / 2) * width)
                 ys.append(values[variant])
+                measured = (spread or {}).get((label, variant), [values[variant]])
+                low.append(values[variant] - min(measured))
+                high.append(max(measured) - values[variant])
         bars = ax.bar(xs, ys, width, label=variant, color=colour(variant),
                       edgecolor="black", linewidth=0.4)
-        for bar, y in zip(bars, ys):
+        if spread:
+            ax.errorbar(xs, ys, yerr=[low, high], fmt="none", ecolor="black", elinewidth=0.8,
+                        capsize=2)
+        for bar, y, above in zip(bars, ys, high):
             text = "0" if y <= ZERO else f"{y:,.0f}" if y >= 10 else f"{y:.2f}"
-            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, y),
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, y + above),
                         ha="center", va="bottom", fontsize=6, rotation=90,
                         xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(range(len(groups)))
@@ -69,28 +77,27 @@ def save(fig, out, name):
     return name
 
 
-def log_bars(groups, out, name, ylabel, title):
+def log_bars(groups, out, name, ylabel, title, spread=None):
     """One bar per variant in each group, on a log scale; None when there is nothing."""
     if not groups:
         return None
     fig, ax = plt.subplots(figsize=(11, 5))
-    grouped_bars(ax, groups, log=True)
+    grouped_bars(ax, groups, log=True, spread=spread)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return save(fig, out, name)
 
 
 def max_rates(results, out):
-    groups = OrderedDict()
-    for r in results:
-        if r["kind"] != "sweep" or not r["report"]["runs"]:
-            continue
-        qos = r["report"]["runs"][0]["qos"]
-        label = f"{r['path']}\nQoS {qos}"
-        groups.setdefault(label, OrderedDict())[r["variant"]] = max(
-            r["report"]["max_sustainable_rate"], ZERO)
+    groups, spread = OrderedDict(), {}
+    for (path, variant, qos), reports in sweep_maxima(results).items():
+        label = f"{path}\nQoS {qos}"
+        groups.setdefault(label, OrderedDict())[variant] = max(
+            median_sweep(reports)["max_sustainable_rate"], ZERO)
+        spread[(label, variant)] = [max(r["max_sustainable_rate"], ZERO) for r in reports]
     return log_bars(groups, out, "max-rate.png", "messages/s (log scale)",
-                    "Highest rate with no loss and p99 under the sweep's bound, 100 B")
+                    "Highest rate with no loss and p99 under the sweep's bound, 100 B "
+                    "(median of the sweeps; whiskers: lowest and highest)", spread)
 
 
 def half_latency(results, out):
