@@ -13,7 +13,10 @@
 //! - [`listener`]: accept loops (TCP, WebSocket, with or without TLS), one task per
 //!   connection.
 //! - [`websocket`]: the WebSocket handshake and the byte-stream adapter.
+//! - [`handshake`]: reading a connection's CONNECT, and refusing those that get no
+//!   session.
 //! - [`session`]: one connection from CONNECT to close.
+//! - [`ending`]: why a session ended (log, will, MQTT 5 reason).
 //! - [`held`]: a held-back client's packets that wait, in order, for room in the window.
 //! - [`access`]: who may connect, publish and subscribe (the hook for users and ACLs).
 //! - [`clients`]: connected client identifiers: the connection limit and takeover.
@@ -28,6 +31,8 @@ pub mod clients;
 pub mod codec;
 pub mod config;
 pub mod egress;
+pub mod ending;
+pub mod handshake;
 pub mod held;
 pub mod incoming;
 pub mod ingress;

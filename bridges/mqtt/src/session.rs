@@ -32,23 +32,23 @@ use tracing::debug;
 
 use crate::access::{Access, Identity};
 use crate::clients::{Admission, ConnectedClients};
-use crate::codec::{
-    peek_protocol_level, unsupported_version_connack, CodecError, ConnectRefusal, Granted, Protocol,
-};
+use crate::codec::{CodecError, ConnectRefusal, Granted, Protocol};
 use crate::config::MqttServerSettings;
 use crate::egress::Egress;
+use crate::ending::Ending;
+use crate::handshake::{read_connect, refuse, refuse_connect};
 use crate::held::Held;
-use crate::incoming::{Connect, FilterRequest, Incoming};
+use crate::incoming::{FilterRequest, Incoming};
 use crate::ingress::{Ingress, Settled, Violation};
 
 /// Smallest read; idle connections hold no more than this for input.
-const MIN_READ: usize = 512;
+pub const MIN_READ: usize = 512;
 /// Largest read, reached by doubling while reads fill the buffer.
 const MAX_READ: usize = 64 * 1024;
 /// Buffers larger than this are given back once empty.
 const SHRINK_ABOVE: usize = 16 * 1024;
 /// Time allowed for the last words (MQTT 5 DISCONNECT) to a closing client.
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every connection of one running `mqtt-server` bridge shares.
 pub struct Broker {
@@ -66,82 +66,6 @@ pub struct Broker {
     pub policy: Arc<AccessPolicy>,
     /// The TLS of `tls_listen` and `wss_listen`, when set.
     pub tls: Option<ServerTls>,
-}
-
-/// Why a session ended.
-#[derive(Debug)]
-enum Ending {
-    /// The client sent DISCONNECT (MQTT 5 may still ask for its will).
-    Disconnected { publish_will: bool },
-    /// The client closed the connection.
-    Closed,
-    /// Reading or writing failed.
-    Failed(std::io::Error),
-    /// The client broke the protocol.
-    Violation(Violation),
-    /// Nothing arrived within 1.5 times the keepalive (MQTT 3.1.1 section 3.1.2.10).
-    KeepAliveExpired,
-    /// A newer connection uses the same client identifier.
-    TakenOver,
-    /// The client's queue overflowed under `slow_client = "disconnect"`.
-    Kicked,
-    /// A message from the client was given up by a destination; closing makes the client
-    /// send it again when it reconnects.
-    NotDelivered,
-    /// The hub is stopping.
-    Shutdown,
-}
-
-impl Ending {
-    /// Whether the client's will is published (every end but a plain DISCONNECT and the
-    /// hub's own shutdown).
-    fn publishes_will(&self) -> bool {
-        match self {
-            Ending::Disconnected { publish_will } => *publish_will,
-            Ending::Shutdown => false,
-            _ => true,
-        }
-    }
-
-    /// The MQTT 5 DISCONNECT reason the server sends, if it says goodbye.
-    fn reason(&self) -> Option<DisconnectReasonCode> {
-        match self {
-            Ending::Violation(violation) => Some(violation.reason),
-            Ending::KeepAliveExpired => Some(DisconnectReasonCode::KeepAliveTimeout),
-            Ending::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
-            Ending::Kicked => Some(DisconnectReasonCode::QuotaExceeded),
-            Ending::NotDelivered => Some(DisconnectReasonCode::ImplementationSpecificError),
-            Ending::Shutdown => Some(DisconnectReasonCode::ServerShuttingDown),
-            Ending::Disconnected { .. } | Ending::Closed | Ending::Failed(_) => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Ending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Ending::Disconnected { .. } => f.write_str("the client disconnected"),
-            Ending::Closed => f.write_str("the client closed the connection"),
-            Ending::Failed(error) => write!(f, "the connection failed: {error}"),
-            Ending::Violation(violation) => {
-                write!(f, "the client broke the protocol: {}", violation.detail)
-            }
-            Ending::KeepAliveExpired => f.write_str("the client's keepalive expired"),
-            Ending::TakenOver => f.write_str("a newer connection took the client identifier"),
-            Ending::Kicked => f.write_str("the client read too slowly"),
-            Ending::NotDelivered => f.write_str("a message from the client was not delivered"),
-            Ending::Shutdown => f.write_str("the hub is stopping"),
-        }
-    }
-}
-
-/// Why no session started.
-#[derive(Debug)]
-enum Refusal {
-    Closed,
-    Io(std::io::Error),
-    Version(u8),
-    Codec(CodecError),
 }
 
 /// Serves one accepted connection until it ends. `certificate_user` is the common name
@@ -272,80 +196,10 @@ where
     }
 }
 
-/// Answers a CONNECT with a refusal; the connection then closes.
-async fn refuse_connect<T>(mut transport: T, protocol: Protocol, refusal: ConnectRefusal)
-where
-    T: AsyncWrite + Unpin,
-{
-    let mut output = BytesMut::new();
-    if protocol
-        .encode_connack_refused(&mut output, refusal)
-        .is_ok()
-    {
-        let _ = timeout(GOODBYE_TIMEOUT, write_out(&mut transport, &mut output)).await;
-    }
-}
-
-/// Reads until a whole CONNECT is in `input`, choosing the codec by its protocol level.
-async fn read_connect<T>(
-    transport: &mut T,
-    input: &mut BytesMut,
-    max_packet: usize,
-) -> Result<(Protocol, Connect), Refusal>
-where
-    T: AsyncRead + Unpin,
-{
-    loop {
-        if let Some(level) = peek_protocol_level(input).map_err(Refusal::Codec)? {
-            let protocol = Protocol::from_level(level).ok_or(Refusal::Version(level))?;
-            match protocol.decode(input, max_packet).map_err(Refusal::Codec)? {
-                Some(Incoming::Connect(connect)) => return Ok((protocol, connect)),
-                Some(_) => {
-                    return Err(Refusal::Codec(CodecError::Malformed(
-                        "the first packet must be CONNECT".to_owned(),
-                    )))
-                }
-                None => {}
-            }
-        }
-        input.reserve(MIN_READ);
-        if transport.read_buf(input).await.map_err(Refusal::Io)? == 0 {
-            return Err(Refusal::Closed);
-        }
-    }
-}
-
-/// Counts and answers a connection that did not get as far as a session.
-async fn refuse<T>(ctx: &BridgeContext, mut transport: T, refusal: Refusal)
-where
-    T: AsyncWrite + Unpin,
-{
-    match refusal {
-        Refusal::Version(level) => {
-            debug!(bridge = %ctx.name, level, "Refused a client speaking an unsupported MQTT version.");
-            let mut output = BytesMut::new();
-            unsupported_version_connack(&mut output);
-            let _ = timeout(GOODBYE_TIMEOUT, write_out(&mut transport, &mut output)).await;
-        }
-        Refusal::Codec(CodecError::TooLarge(size)) => ctx.metrics.dropped(
-            DropReason::TooLarge,
-            format_args!("a client's CONNECT of {size} bytes is too large"),
-        ),
-        Refusal::Codec(CodecError::Malformed(detail)) => ctx.metrics.dropped(
-            DropReason::Invalid,
-            format_args!("a client's first packet is unreadable ({detail})"),
-        ),
-        Refusal::Io(error) => {
-            debug!(bridge = %ctx.name, "A connection failed before CONNECT: {error}.");
-        }
-        Refusal::Closed => {}
-    }
-}
-
 /// Writes and consumes `bytes`. Cancel-safe: when the future is dropped half-way,
 /// `bytes` holds exactly what was not written yet, so the session's last words never
 /// repeat the start of a packet the client already received.
-async fn write_out<T: AsyncWrite + Unpin>(
+pub async fn write_out<T: AsyncWrite + Unpin>(
     transport: &mut T,
     bytes: &mut BytesMut,
 ) -> std::io::Result<()> {
