@@ -379,3 +379,27 @@ async fn a_silent_broker_is_found_by_its_missing_pingresp() {
     let message = subscriber.next("wire/after").await;
     assert_eq!(&message.payload[..], b"back");
 }
+
+/// A second client logging in with the bridge's client_id takes its session over: the
+/// broker closes the bridge's connection without a reason (MQTT 3.1.1 has none), and the
+/// bridge's error names its client id and this likely cause (two hubs sharing one
+/// configuration, say).
+#[tokio::test]
+async fn a_connection_closed_by_the_broker_names_the_client_id() {
+    let remote = Mosquitto::start();
+    let [admin, local] = free_ports::<2>();
+    let extra = "protocol = \"v4\"\nclient_id = \"wire-twin\"";
+    let hub = Hub::start(
+        &hub_config(admin, local, &remote.url(), extra, OUT_RULE),
+        admin,
+    );
+    hub.wait_for_metric_async(UP, |up| up == 1.0, WAIT).await;
+    let _twin = MqttClient::connect(remote.port(), "wire-twin").await;
+    let error = hub
+        .wait_for_bridge_error("central", "closed the connection", WAIT)
+        .await;
+    assert!(
+        error.contains(r#"client "wire-twin""#) && error.contains("same client_id"),
+        "{error}"
+    );
+}

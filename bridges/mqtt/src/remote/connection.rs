@@ -95,6 +95,8 @@ pub struct Connection {
     keepalive_timer: Pin<Box<Sleep>>,
     /// MQTT 5: the largest packet the broker takes.
     max_packet: Option<u32>,
+    /// The client identifier this connection logged in with, for the errors.
+    client_id: String,
 }
 
 impl Connection {
@@ -131,6 +133,7 @@ impl Connection {
             ping_sent: None,
             keepalive_timer: Box::pin(sleep(keep_alive)),
             max_packet: None,
+            client_id: request.client_id.to_owned(),
         };
         packets::encode_connect(protocol, &mut connection.output, request)
             .map_err(|error| encoding_failed("CONNECT", error))?;
@@ -331,9 +334,11 @@ impl Connection {
             cx,
             &mut self.input
         )) {
-            Ok(0) => Poll::Ready(Err(BridgeError::Protocol(
-                "the broker closed the connection".to_owned(),
-            ))),
+            Ok(0) => Poll::Ready(Err(BridgeError::Protocol(format!(
+                "the broker closed the connection of client {:?} (is another client \
+                 connected with the same client_id?)",
+                self.client_id
+            )))),
             Ok(_) => Poll::Ready(Ok(())),
             Err(source) => Poll::Ready(Err(BridgeError::Io {
                 context: "read from the broker".to_owned(),
