@@ -125,7 +125,14 @@ fn string_field(field: &'static str, value: &RawValue) -> Result<String, FedmsgE
 
 /// A string's text; any other value as its compact JSON.
 fn text_of(value: &RawValue) -> String {
-    serde_json::from_str::<String>(value.get()).unwrap_or_else(|_| value.get().to_owned())
+    let json = value.get();
+    // Only a string is parsed: a failed parse would build an error message per field.
+    if json.starts_with('"') {
+        if let Ok(text) = serde_json::from_str::<String>(json) {
+            return text;
+        }
+    }
+    json.to_owned()
 }
 
 /// fedmsg writes whole seconds (`int(time.time())`); fractions are accepted too.

@@ -8,15 +8,11 @@
 use bytes::Bytes;
 use switchyard_api::message::originated_at;
 use switchyard_api::{envelope, BridgeContext, DropReason, Format, Message, QoS, Topic};
-use tokio::sync::mpsc;
 
 use crate::config::{Framing, ZmqSettings};
 use crate::fedmsg;
 use crate::framing;
-use crate::socket::{self, Incoming};
-
-/// Bursts in flight between the socket's thread and the ingress task.
-const BURSTS_IN_FLIGHT: usize = 8;
+use crate::receiver::{Incoming, Receiver};
 
 /// Reads messages in one bridge's format and framing.
 pub struct Ingress {
@@ -38,42 +34,30 @@ impl Ingress {
         }
     }
 
-    /// Runs the receiving socket on its thread and moves what it reads into the hub until
-    /// shutdown; an error when the socket fails.
+    /// Reads the receiving socket and moves what it reads into the hub until shutdown; an
+    /// error when the socket fails. While the hub is full this task waits, and libzmq's
+    /// own queue (`hwm`) takes the rest; then `sub` drops and `pull` stops reading its peer.
+    /// The socket closes on return, so a later run can bind the same endpoints again.
     pub async fn run(
         &self,
         ctx: &BridgeContext,
         socket: zmq::Socket,
     ) -> Result<(), switchyard_api::BridgeError> {
-        // Overflow: the thread waits, then libzmq's own queue (hwm) takes the rest.
-        let (to_hub, mut from_socket) = mpsc::channel(BURSTS_IN_FLIGHT);
-        let stop = ctx.shutdown.child_token();
-        let _stop_thread = stop.clone().drop_guard();
-        let mut ended = socket::spawn_receiver(
-            socket,
-            self.max_message,
-            to_hub,
-            stop,
-            format!("zmq-{}", ctx.name),
-        )?;
+        let failed = |source| switchyard_api::BridgeError::Io {
+            context: "the ZeroMQ socket failed".to_owned(),
+            source,
+        };
+        let mut receiver = Receiver::new(socket, self.max_message).map_err(failed)?;
         loop {
             tokio::select! {
-                () = ctx.shutdown.cancelled() => break,
-                burst = from_socket.recv() => match burst {
-                    Some(burst) => {
-                        for incoming in burst {
-                            self.receive(ctx, incoming).await;
-                        }
+                () = ctx.shutdown.cancelled() => return Ok(()),
+                burst = receiver.next_burst() => {
+                    for incoming in burst.map_err(failed)? {
+                        self.receive(ctx, incoming).await;
                     }
-                    None => return socket::thread_outcome(&mut ended).await,
-                },
+                }
             }
         }
-        // Stopping: the thread sees the signal within a poll timeout and closes the socket,
-        // so a later run can bind the same endpoints again.
-        drop(from_socket);
-        let _ = ended.await;
-        Ok(())
     }
 
     /// Hands one received message to the hub, or counts why not.

@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //! - [`config`]: the bridge's settings, their defaults and validation.
-//! - [`socket`]: the libzmq socket and the OS thread that owns it, bridged to Tokio.
+//! - [`socket`]: opening the libzmq socket, and the OS thread that owns a sending one.
+//! - [`receiver`]: a receiving socket read on Tokio's reactor through its `ZMQ_FD`.
 //! - [`monitor`]: counts the socket's peers (`switchyard_connections`).
 //! - [`framing`]: `[topic, body]` or `topic<space>body`, both ways.
 //! - [`fedmsg`]: the fedmsg envelope, both ways.
@@ -22,6 +23,7 @@ pub mod fedmsg;
 pub mod framing;
 pub mod ingress;
 pub mod monitor;
+pub mod receiver;
 pub mod socket;
 
 use std::sync::{Arc, Mutex, MutexGuard};

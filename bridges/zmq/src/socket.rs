@@ -1,16 +1,12 @@
-//! The libzmq socket and the OS thread that owns it.
+//! The libzmq socket, and the OS thread that owns a sending one.
 //!
-//! libzmq sockets are not thread-safe and their calls block, so each bridge's socket lives
-//! on a dedicated thread, bridged to the hub's Tokio tasks by bounded channels:
-//! - a receiving socket (`sub`, `pull`) waits in `zmq_poll` with a short timeout (so it
-//!   notices shutdown), drains every message that is ready with `DONTWAIT`, and hands the
-//!   burst to the ingress task; when that channel is full the thread waits, libzmq's
-//!   queue fills to `hwm`, and then libzmq drops (`sub`) or stops reading the peer (`pull`);
-//! - a sending socket (`pub`, `push`) takes bursts of encoded messages from the egress
-//!   task and writes them; a message counts as delivered once libzmq has taken it. A `pub`
-//!   socket never waits (libzmq drops for a subscriber at its high-water mark); a `push`
-//!   socket waits for a peer with room, polling so that it notices shutdown, while the
-//!   egress task waits on the full channel: backpressure without blocking Tokio.
+//! libzmq sockets are not thread-safe and their calls block. A receiving socket is read on
+//! Tokio's reactor (`receiver`). A sending socket (`pub`, `push`) lives on a dedicated
+//! thread that takes bursts of encoded messages from the egress task over a bounded
+//! channel and writes them; a message counts as delivered once libzmq has taken it. A
+//! `pub` socket never waits (libzmq drops for a subscriber at its high-water mark); a
+//! `push` socket waits for a peer with room, polling so that it notices shutdown, while
+//! the egress task waits on the full channel: backpressure without blocking Tokio.
 
 use std::time::Instant;
 
@@ -22,26 +18,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{SocketKind, ZmqSettings};
 use crate::monitor::PeerMonitor;
 
-/// How long a socket thread waits in `zmq_poll` before it looks at the stop signal again.
+/// How long a sending thread waits in `zmq_poll` before it looks at the stop signal again.
 const POLL_TIMEOUT_MS: i64 = 100;
-
-/// Most messages a receiving thread drains before handing them over as one burst.
-pub const RECEIVE_BURST: usize = 512;
 
 /// How long a closing socket may keep trying to deliver what libzmq still holds.
 const LINGER_MS: i32 = 1_000;
-
-/// One message as it came off a receiving socket.
-#[derive(Debug)]
-pub enum Incoming {
-    /// Its frames, in order.
-    Frames(Vec<Bytes>),
-    /// Larger than `max_message` (all frames added up): read and discarded.
-    TooLarge {
-        /// Its size in bytes.
-        bytes: usize,
-    },
-}
 
 /// One encoded message for a sending socket, with the queue entry it settles.
 #[derive(Debug)]
@@ -123,20 +104,6 @@ pub fn minimal_prefixes(mut prefixes: Vec<String>) -> Vec<String> {
     kept
 }
 
-/// Runs a receiving socket on its own thread until `stop` is cancelled or `to_hub` closes.
-/// The returned channel says why the thread ended.
-pub fn spawn_receiver(
-    socket: zmq::Socket,
-    max_message: usize,
-    to_hub: mpsc::Sender<Vec<Incoming>>,
-    stop: CancellationToken,
-    thread_name: String,
-) -> Result<oneshot::Receiver<Result<(), zmq::Error>>, BridgeError> {
-    spawn_socket_thread(thread_name, move || {
-        receive_loop(&socket, max_message, &to_hub, &stop)
-    })
-}
-
 /// Runs `socket_loop` on a thread of its own named `thread_name`; the returned channel
 /// says why it ended.
 fn spawn_socket_thread(
@@ -154,58 +121,6 @@ fn spawn_socket_thread(
             source,
         })?;
     Ok(ended)
-}
-
-fn receive_loop(
-    socket: &zmq::Socket,
-    max_message: usize,
-    to_hub: &mpsc::Sender<Vec<Incoming>>,
-    stop: &CancellationToken,
-) -> Result<(), zmq::Error> {
-    while !stop.is_cancelled() && !to_hub.is_closed() {
-        match socket.poll(zmq::POLLIN, POLL_TIMEOUT_MS) {
-            Ok(0) | Err(zmq::Error::EINTR) => continue,
-            Ok(_) => {}
-            Err(error) => return Err(error),
-        }
-        let mut burst = Vec::new();
-        while burst.len() < RECEIVE_BURST {
-            match receive_one(socket, max_message) {
-                Ok(incoming) => burst.push(incoming),
-                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => break,
-                Err(error) => return Err(error),
-            }
-        }
-        if !burst.is_empty() && to_hub.blocking_send(burst).is_err() {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// Reads one whole message (every frame) without waiting for the first.
-fn receive_one(socket: &zmq::Socket, max_message: usize) -> Result<Incoming, zmq::Error> {
-    let mut frames = Vec::new();
-    let mut total = 0usize;
-    let mut flags = zmq::DONTWAIT;
-    loop {
-        // The later frames of a message are already there: libzmq delivers it whole.
-        let frame = socket.recv_msg(flags)?;
-        flags = 0;
-        total = total.saturating_add(frame.len());
-        if total <= max_message {
-            frames.push(Bytes::copy_from_slice(&frame));
-        } else {
-            frames.clear();
-        }
-        if !frame.get_more() {
-            break;
-        }
-    }
-    if total > max_message {
-        return Ok(Incoming::TooLarge { bytes: total });
-    }
-    Ok(Incoming::Frames(frames))
 }
 
 /// Runs a sending socket on its own thread until `from_hub` closes (after sending what it
