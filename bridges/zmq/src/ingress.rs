@@ -13,6 +13,7 @@ use crate::config::{Framing, ZmqSettings};
 use crate::fedmsg;
 use crate::framing;
 use crate::receiver::{Incoming, Receiver};
+use crate::socket;
 
 /// Reads messages in one bridge's format and framing.
 pub struct Ingress {
@@ -43,16 +44,12 @@ impl Ingress {
         ctx: &BridgeContext,
         socket: zmq::Socket,
     ) -> Result<(), switchyard_api::BridgeError> {
-        let failed = |source| switchyard_api::BridgeError::Io {
-            context: "the ZeroMQ socket failed".to_owned(),
-            source,
-        };
-        let mut receiver = Receiver::new(socket, self.max_message).map_err(failed)?;
+        let mut receiver = Receiver::new(socket, self.max_message).map_err(socket::failed)?;
         loop {
             tokio::select! {
                 () = ctx.shutdown.cancelled() => return Ok(()),
                 burst = receiver.next_burst() => {
-                    for incoming in burst.map_err(failed)? {
+                    for incoming in burst.map_err(socket::failed)? {
                         self.receive(ctx, incoming).await;
                     }
                 }

@@ -104,25 +104,6 @@ pub fn minimal_prefixes(mut prefixes: Vec<String>) -> Vec<String> {
     kept
 }
 
-/// Runs `socket_loop` on a thread of its own named `thread_name`; the returned channel
-/// says why it ended.
-fn spawn_socket_thread(
-    thread_name: String,
-    socket_loop: impl FnOnce() -> Result<(), zmq::Error> + Send + 'static,
-) -> Result<oneshot::Receiver<Result<(), zmq::Error>>, BridgeError> {
-    let (done, ended) = oneshot::channel();
-    std::thread::Builder::new()
-        .name(thread_name)
-        .spawn(move || {
-            let _ = done.send(socket_loop());
-        })
-        .map_err(|source| BridgeError::Io {
-            context: "start the socket's thread".to_owned(),
-            source,
-        })?;
-    Ok(ended)
-}
-
 /// Runs a sending socket on its own thread until `from_hub` closes (after sending what it
 /// holds) or, while it cannot send, `stop` is cancelled; entries it could not send go back
 /// to the front of the bridge's queue. The returned channel says why the thread ended.
@@ -133,9 +114,17 @@ pub fn spawn_sender(
     stop: CancellationToken,
     thread_name: String,
 ) -> Result<oneshot::Receiver<Result<(), zmq::Error>>, BridgeError> {
-    spawn_socket_thread(thread_name, move || {
-        send_loop(&socket, from_hub, &ctx, &stop)
-    })
+    let (done, ended) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(thread_name)
+        .spawn(move || {
+            let _ = done.send(send_loop(&socket, from_hub, &ctx, &stop));
+        })
+        .map_err(|source| BridgeError::Io {
+            context: "start the socket's thread".to_owned(),
+            source,
+        })?;
+    Ok(ended)
 }
 
 fn send_loop(
@@ -200,6 +189,14 @@ fn send_one(
     Ok(true)
 }
 
+/// The error of a socket that failed while in use.
+pub fn failed(source: std::io::Error) -> BridgeError {
+    BridgeError::Io {
+        context: "the ZeroMQ socket failed".to_owned(),
+        source,
+    }
+}
+
 /// Why the socket's thread ended: its error, or a generic one if it vanished.
 pub async fn thread_outcome(
     ended: &mut oneshot::Receiver<Result<(), zmq::Error>>,
@@ -208,10 +205,7 @@ pub async fn thread_outcome(
         Ok(Ok(())) => Err(BridgeError::Protocol(
             "the socket's thread stopped".to_owned(),
         )),
-        Ok(Err(error)) => Err(BridgeError::Io {
-            context: "the ZeroMQ socket failed".to_owned(),
-            source: error.into(),
-        }),
+        Ok(Err(error)) => Err(failed(error.into())),
         Err(_) => Err(BridgeError::Protocol(
             "the socket's thread ended without a word".to_owned(),
         )),
