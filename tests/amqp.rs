@@ -506,9 +506,21 @@ local_prefix = "f/down/"
     to_mqtt.subscribe("f/down/#", 1).await;
     let mqtt_publisher = MqttClient::connect(mqtt, "fault-publisher").await;
 
+    // Each publisher holds at half way until the cut: on a loaded machine one direction can
+    // otherwise finish before the other is under way, and the cut would not be mid-stream.
+    let (cut_made, cut) = tokio::sync::watch::channel(false);
+    let wait_for_cut_at_half_way = |mut cut: tokio::sync::watch::Receiver<bool>| async move {
+        cut.wait_for(|made| *made)
+            .await
+            .expect("the test still runs");
+    };
+    let mqtt_cut = cut.clone();
     let mqtt_side = tokio::spawn(async move {
         let mut pace = tokio::time::interval(PACE_TICK);
         for number in 0..FAULT_MESSAGES {
+            if number == FAULT_MESSAGES / 2 {
+                wait_for_cut_at_half_way(mqtt_cut.clone()).await;
+            }
             if number % PACE_BURST == 0 {
                 pace.tick().await;
             }
@@ -527,6 +539,9 @@ local_prefix = "f/down/"
     let amqp_side = tokio::spawn(async move {
         let mut pace = tokio::time::interval(PACE_TICK);
         for number in 0..FAULT_MESSAGES {
+            if number == FAULT_MESSAGES / 2 {
+                wait_for_cut_at_half_way(cut.clone()).await;
+            }
             if number % PACE_BURST == 0 {
                 pace.tick().await;
             }
@@ -581,6 +596,9 @@ local_prefix = "f/down/"
         closed, 2,
         "exactly the hub's two connections (publishing and consuming) are closed"
     );
+    cut_made
+        .send(true)
+        .expect("the publishers wait for the cut");
 
     let to_amqp = async {
         let mut payloads = Vec::new();
